@@ -1,0 +1,228 @@
+"""The ``dsr`` command: web, worker, sweeper, database, demo data, tokens, audit."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+import click
+
+from dsr.config import ConfigError, Settings
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env().checked()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+@click.option("--log-level", default="INFO", show_default=True, help="Python logging level.")
+def main(log_level: str) -> None:
+    """dsr: answer GDPR data-subject requests completely, on time, and provably."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.group()
+def db() -> None:
+    """The metadata database."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Apply the Alembic migrations (SQLite or PostgreSQL)."""
+    from dsr.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.sqlalchemy_url, revision)
+    click.echo(f"database at {_redacted(settings.sqlalchemy_url)} is at revision {revision}")
+
+
+@main.command("demo-data")
+@click.option("--url", help="Store URL (default: the data map's portal_db store).")
+@click.option("--subjects", default=50, show_default=True, type=click.IntRange(1))
+@click.option("--rows", default=30, show_default=True, type=click.IntRange(3),
+              help="Usage records per subject (API usage, calls, messages).")
+@click.option("--seed", default=42, show_default=True)
+def demo_data(url: str | None, subjects: int, rows: int, seed: int) -> None:
+    """Build the make-believe portal database (always with max.mustermann@example.com)."""
+    from dsr import datamap
+    from dsr.db import make_engine
+    from dsr.demo import portal
+
+    settings = _settings()
+    if url is None:
+        url = datamap.load(settings.datamap_path, instance_dir=settings.instance_dir).stores["portal_db"].url
+    started = time.perf_counter()
+    counts = portal.build(make_engine(url, create_folder=True), portal.DemoSize(subjects, rows), seed=seed)
+    click.echo(f"demo store {_redacted(url)}: {sum(counts.values())} rows in {len(counts)} tables "
+               f"({time.perf_counter() - started:.1f} s)")
+
+
+@main.command("create-api-token")
+@click.option("--role", type=click.Choice(["dpo", "agent"]), default="dpo", show_default=True)
+@click.option("--name", default="cli", show_default=True, help="What the token is for.")
+def create_api_token(role: str, name: str) -> None:
+    """Print a new API token (shown once; only its hash is stored)."""
+    from dsr.domain.accounts import create_api_token as create
+    from dsr.models import Role
+
+    rt = _runtime()
+    with rt.sessions.begin() as session:
+        _row, secret = create(session, name=name, role=Role(role))
+    click.echo(secret)
+
+
+@main.command("create-user")
+@click.option("--email", required=True)
+@click.option("--name", required=True)
+@click.option("--role", type=click.Choice(["dpo", "agent"]), default="agent", show_default=True)
+@click.password_option()
+def create_user(email: str, name: str, role: str, password: str) -> None:
+    """Create a DPO-office user who can sign in to the console."""
+    from dsr.domain.accounts import create_user as create
+    from dsr.domain.errors import DomainError
+    from dsr.models import Role
+
+    rt = _runtime()
+    try:
+        with rt.sessions.begin() as session:
+            create(session, email=email, name=name, role=Role(role), password=password)
+    except DomainError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"user {email} created with role {role}")
+
+
+@main.group()
+def audit() -> None:
+    """The tamper-evident audit trail."""
+
+
+@audit.command("verify")
+def audit_verify() -> None:
+    """Recompute the hash chain; exit 1 and name the first bad event if it was tampered with."""
+    from dsr.domain.audit import verify_chain
+
+    rt = _runtime()
+    with rt.sessions() as session:
+        report = verify_chain(session)
+    if report.ok:
+        click.echo(f"audit chain intact: {report.events} events")
+        return
+    click.echo(f"audit chain BROKEN at event {report.first_broken_seq}: {report.problem} "
+               f"({report.events} events read)", err=True)
+    sys.exit(1)
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="Work until the queue is empty, then stop.")
+@click.option("--simple", is_flag=True, help="Run jobs in this process instead of a forked child.")
+def worker(burst: bool, simple: bool) -> None:
+    """Run a worker on Redis (DSR_REDIS_URL). Start as many as you like, on any machine."""
+    from dsr import runtime as runtimes
+    from dsr.queue import DsrSimpleWorker, DsrWorker, RqDispatcher, connect, make_queue
+
+    settings = _settings()
+    if not settings.redis_url:
+        raise click.ClickException("DSR_REDIS_URL is not set: without Redis the embedded worker runs inside "
+                                   "`dsr web`; separate workers need a shared Redis")
+    connection = connect(settings)
+    queue = make_queue(settings, connection)
+    rt = runtimes.build(settings, RqDispatcher(queue, settings.job_retries))
+    cls = DsrSimpleWorker if simple else DsrWorker
+    cls([queue], connection=connection, runtime=rt).work(burst=burst, with_scheduler=True)
+
+
+@main.command()
+@click.option("--interval", default=30.0, show_default=True, help="Seconds between sweeps.")
+@click.option("--once", is_flag=True, help="Sweep once and exit (for cron or a systemd timer).")
+def sweeper(interval: float, once: bool) -> None:
+    """Send jobs that were committed but never reached the queue (it was down)."""
+    from dsr.queue import Sweeper
+
+    sweep = Sweeper(_runtime(), interval)
+    if once:
+        click.echo(f"{sweep.sweep_once()} job(s) sent")
+        return
+    sweep.run()
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, envvar="PORT")
+def web(host: str, port: int) -> None:
+    """Serve the app. Production (DSR_ENV=production) runs gunicorn; otherwise one process with
+    an embedded worker."""
+    settings = _settings()
+    if settings.production:
+        from dsr.gunicorn import serve
+
+        serve(f"{host}:{port}")
+        return
+    from dsr.web.app import create_app
+
+    create_app(settings).run(host=host, port=port, threaded=True, use_reloader=False)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, envvar="PORT")
+@click.option("--subjects", default=50, show_default=True)
+@click.option("--rows", default=30, show_default=True)
+def demo(host: str, port: int, subjects: int, rows: int) -> None:
+    """Migrate, load the demo data, create a demo login and token, and serve everything."""
+    from dsr import datamap
+    from dsr.db import make_engine
+    from dsr.demo import portal
+    from dsr.domain.accounts import create_api_token as create_token
+    from dsr.domain.accounts import create_user as create
+    from dsr.migrate import upgrade
+    from dsr.models import Role, User
+    from dsr.web.app import create_app
+
+    settings = _settings()
+    upgrade(settings.sqlalchemy_url)
+    store = datamap.load(settings.datamap_path, instance_dir=settings.instance_dir).stores["portal_db"]
+    portal.build(make_engine(store.url, create_folder=True), portal.DemoSize(subjects, rows))
+    app = create_app(settings)
+    rt = app.extensions["dsr"].runtime
+    email, password = "dpo@example.com", "demo-password-2026"
+    with rt.sessions.begin() as session:
+        from sqlalchemy import select
+
+        if session.execute(select(User).where(User.email == email)).scalar_one_or_none() is None:
+            create(session, email=email, name="Demo DPO", role=Role.DPO, password=password, actor="demo")
+        _row, token = create_token(session, name="demo", role=Role.DPO, actor="demo")
+    base = f"http://{host}:{port}"
+    click.echo(f"""
+dsr demo (embedded: SQLite in {settings.instance_dir}, in-process queue and worker)
+  API:            {base}/api/v1/openapi.json   (submit: POST {base}/api/v1/requests)
+  Portal:         {base}/  (the subject's form follows; use the API for now)
+  DPO console:    {base}/console  (follows; use the API for now)
+  DPO login:      {email} / {password}
+  DPO API token:  {token}
+  Demo subject:   {portal.DEMO_SUBJECT}
+Try it:  scripts/demo-access-request.sh {base} {token}
+""")
+    app.run(host=host, port=port, threaded=True, use_reloader=False)
+
+
+def _runtime():  # type: ignore[no-untyped-def]
+    from dsr import runtime as runtimes
+
+    return runtimes.build(_settings())
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+if __name__ == "__main__":
+    main()
+
+

@@ -1,0 +1,129 @@
+"""Settings read from the environment once, at start-up, into an immutable object.
+
+Nothing here is read at import time: ``Settings.from_env()`` is called by the app factory, the
+worker command and the CLI, so tests build settings explicitly instead of patching globals.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_DATAMAP = PACKAGE_DIR / "datamap" / "default.yaml"
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot run: the message names the variable and what to do."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str = "development"
+    instance_dir: Path = field(default_factory=lambda: Path("instance").resolve())
+    database_url: str | None = None
+    redis_url: str | None = None
+    secret_key: str | None = None
+    datamap_path: Path = DEFAULT_DATAMAP
+    storage_dir: Path | None = None
+    queue_name: str = "dsr"
+    timezone: str = "Europe/Berlin"
+    holiday_regions: tuple[str, ...] = ("DE", "DE-NW")
+    target_buffer_days: int = 5
+    artifact_ttl_days: int = 30
+    download_link_ttl_seconds: int = 7 * 24 * 3600
+    embedded_worker: bool = True
+    job_retries: int = 3
+    outbox_grace_seconds: int = 30
+    base_url: str | None = None
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.instance_dir / 'dsr.sqlite'}"
+
+    @property
+    def artifact_dir(self) -> Path:
+        return self.storage_dir or self.instance_dir / "artifacts"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        def integer(name: str, default: int) -> int:
+            raw = get(name)
+            if raw is None:
+                return default
+            try:
+                return int(raw)
+            except ValueError:
+                raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+
+        mode = get("DSR_ENV") or "development"
+        if mode not in ("development", "production"):
+            raise ConfigError(f"DSR_ENV must be 'development' or 'production', got {mode!r}")
+        settings = cls(
+            env=mode,
+            instance_dir=Path(get("DSR_INSTANCE_DIR") or "instance").resolve(),
+            database_url=get("DSR_DATABASE_URL"),
+            redis_url=get("DSR_REDIS_URL"),
+            secret_key=get("DSR_SECRET_KEY"),
+            datamap_path=Path(get("DSR_DATAMAP") or DEFAULT_DATAMAP),
+            storage_dir=Path(s) if (s := get("DSR_STORAGE_DIR")) else None,
+            queue_name=get("DSR_QUEUE") or "dsr",
+            timezone=get("DSR_TIMEZONE") or "Europe/Berlin",
+            holiday_regions=tuple(
+                r.strip() for r in (get("DSR_HOLIDAY_REGIONS") or "DE,DE-NW").split(",") if r.strip()
+            ),
+            target_buffer_days=integer("DSR_TARGET_BUFFER_DAYS", 5),
+            artifact_ttl_days=integer("DSR_ARTIFACT_TTL_DAYS", 30),
+            download_link_ttl_seconds=integer("DSR_DOWNLOAD_LINK_TTL", 7 * 24 * 3600),
+            embedded_worker=(get("DSR_EMBEDDED_WORKER") or "1") not in ("0", "false", "no"),
+            job_retries=integer("DSR_JOB_RETRIES", 3),
+            base_url=get("DSR_BASE_URL"),
+        )
+        return replace(settings, **overrides) if overrides else settings  # type: ignore[arg-type]
+
+    def checked(self) -> Settings:
+        """Fail at start-up, not at the first request, when production lacks what it needs."""
+        if self.production:
+            missing = [
+                name
+                for name, value in (
+                    ("DSR_SECRET_KEY", self.secret_key),
+                    ("DSR_DATABASE_URL", self.database_url),
+                    ("DSR_REDIS_URL", self.redis_url),
+                )
+                if not value
+            ]
+            if missing:
+                raise ConfigError(
+                    "production mode (DSR_ENV=production) needs " + ", ".join(missing)
+                    + ": set them in the environment; there are no defaults for these"
+                )
+            if self.secret_key is not None and len(self.secret_key) < 32:
+                raise ConfigError("DSR_SECRET_KEY must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+        return self
+
+    def resolved_secret_key(self) -> str:
+        """The configured secret, or in development one kept in the instance folder across restarts."""
+        if self.secret_key:
+            return self.secret_key
+        if self.production:
+            raise ConfigError("DSR_SECRET_KEY is required in production")
+        path = self.instance_dir / "secret_key"
+        if not path.exists():
+            self.instance_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_hex(32))
+            path.chmod(0o600)
+        return path.read_text().strip()

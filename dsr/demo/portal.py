@@ -1,0 +1,317 @@
+"""The demo portal database: accounts, invited users, payment means, API usage, call and message
+records, support tickets, invoices and consents, as the seed privacy notice describes them.
+
+Everything is invented and deterministic for a given seed. Subject 1 is always Max Mustermann
+(``max.mustermann@example.com``) with rows in every table.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    insert,
+)
+
+DEMO_SUBJECT = "max.mustermann@example.com"
+
+metadata = MetaData()
+
+
+def _id() -> Column[Any]:
+    return Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False)
+
+
+def _account_fk() -> Column[Any]:
+    return Column("account_id", ForeignKey("accounts.id"), nullable=False, index=True)
+
+
+accounts = Table(
+    "accounts", metadata, _id(),
+    Column("customer_number", String(20), nullable=False, unique=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("first_name", String(100)), Column("last_name", String(100)),
+    Column("phone", String(40)), Column("mobile", String(40)),
+    Column("company_name", String(200)), Column("company_address", String(300)),
+    Column("vat_id", String(20)),
+    Column("password_hash", String(200)), Column("mfa_enabled", Integer),
+    Column("language", String(5)), Column("created_at", DateTime(timezone=True)),
+    Column("status", String(20)),
+)
+invited_users = Table(
+    "invited_users", metadata, _id(), _account_fk(),
+    Column("email", String(320), nullable=False, index=True),
+    Column("first_name", String(100)), Column("last_name", String(100)),
+    Column("role", String(40)), Column("invited_at", DateTime(timezone=True)), Column("status", String(20)),
+)
+payment_methods = Table(
+    "payment_methods", metadata, _id(), _account_fk(),
+    Column("kind", String(20)), Column("holder", String(200)), Column("iban", String(34)),
+    Column("card_last4", String(4)), Column("card_expiry", String(7)),
+    Column("sepa_mandate_ref", String(35)), Column("sepa_mandate_date", Date),
+    Column("created_at", DateTime(timezone=True)),
+)
+api_usage = Table(
+    "api_usage", metadata, _id(), _account_fk(),
+    Column("api_key_id", String(40)), Column("application_id", String(40)),
+    Column("endpoint", String(200)), Column("method", String(10)), Column("status_code", Integer),
+    Column("called_at", DateTime(timezone=True)), Column("ip_address", String(45)),
+)
+call_records = Table(
+    "call_records", metadata, _id(), _account_fk(),
+    Column("direction", String(10)), Column("from_number", String(40)), Column("to_number", String(40)),
+    Column("started_at", DateTime(timezone=True)), Column("duration_s", Integer), Column("status", String(20)),
+    Column("location", String(100)), Column("ip_address", String(45)),
+)
+message_records = Table(
+    "message_records", metadata, _id(), _account_fk(),
+    Column("channel", String(10)), Column("from_number", String(40)), Column("to_number", String(40)),
+    Column("sent_at", DateTime(timezone=True)), Column("status", String(20)), Column("segments", Integer),
+    Column("ip_address", String(45)),
+)
+support_tickets = Table(
+    "support_tickets", metadata, _id(), _account_fk(),
+    Column("subject", String(200)), Column("body", Text), Column("status", String(20)),
+    Column("opened_at", DateTime(timezone=True)), Column("closed_at", DateTime(timezone=True)),
+)
+invoices = Table(
+    "invoices", metadata, _id(), _account_fk(),
+    Column("invoice_number", String(30), unique=True), Column("issued_on", Date),
+    Column("billed_name", String(200)), Column("billed_address", String(300)), Column("vat_id", String(20)),
+    Column("net_amount", Numeric(12, 2)), Column("vat_amount", Numeric(12, 2)), Column("currency", String(3)),
+)
+invoice_lines = Table(
+    "invoice_lines", metadata, _id(),
+    Column("invoice_id", ForeignKey("invoices.id"), nullable=False, index=True),
+    Column("description", String(200)), Column("quantity", Integer), Column("unit_price", Numeric(12, 4)),
+)
+consents = Table(
+    "consents", metadata, _id(), _account_fk(),
+    Column("purpose", String(40)), Column("banner_version", String(20)),
+    Column("granted_at", DateTime(timezone=True)), Column("withdrawn_at", DateTime(timezone=True)),
+)
+
+FIRST = ["Erika", "Jonas", "Leonie", "Felix", "Mia", "Paul", "Hannah", "Lukas", "Emma", "Noah", "Lea", "Ben"]
+LAST = ["Musterfrau", "Schmidt", "Becker", "Wagner", "Hoffmann", "Schulz", "Koch", "Richter", "Klein", "Wolf"]
+CITIES = ["Bonn", "Köln", "Düsseldorf", "Berlin", "Hamburg", "München", "Leipzig"]
+ENDPOINTS = ["/v1/calls", "/v1/messages", "/v1/numbers", "/v1/verify", "/v1/applications"]
+CALL_STATUS = ["completed", "busy", "failed", "no-answer", "cancelled"]
+MSG_STATUS = ["delivered", "submitted", "rejected", "expired"]
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    subjects: int = 50
+    rows: int = 30  # usage records per subject, split over API usage, calls and messages
+
+
+def build(engine: Engine, size: DemoSize = DemoSize(), seed: int = 42, batch: int = 5000) -> dict[str, int]:
+    """Drop and create the demo tables, fill them, and return the row count per table."""
+    metadata.drop_all(engine)
+    metadata.create_all(engine)
+    counts: dict[str, int] = {}
+    rng = random.Random(seed)
+    with engine.begin() as conn:
+        for table, rows in _generate(rng, size):
+            buffer: list[dict[str, Any]] = []
+            for row in rows:
+                buffer.append(row)
+                if len(buffer) >= batch:
+                    conn.execute(insert(table), buffer)
+                    buffer.clear()
+            if buffer:
+                conn.execute(insert(table), buffer)
+            counts[table.name] = counts.get(table.name, 0) + _count(rows)
+    return counts
+
+
+class _Counted:
+    """Wraps a row generator and counts what it yielded, so build() reports without a second pass."""
+
+    def __init__(self, rows: Iterator[dict[str, Any]]) -> None:
+        self._rows, self.n = rows, 0
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for row in self._rows:
+            self.n += 1
+            yield row
+
+
+def _count(rows: Any) -> int:
+    return rows.n if isinstance(rows, _Counted) else 0
+
+
+def _generate(rng: random.Random, size: DemoSize) -> Iterator[tuple[Table, _Counted]]:
+    people = [_person(rng, i) for i in range(1, size.subjects + 1)]
+    yield accounts, _Counted(_accounts(rng, people))
+    yield invited_users, _Counted(_invited(rng, people))
+    yield payment_methods, _Counted(_payments(rng, people))
+    per = max(1, size.rows // 3)
+    yield api_usage, _Counted(_api_usage(rng, people, size.rows - 2 * per))
+    yield call_records, _Counted(_calls(rng, people, per))
+    yield message_records, _Counted(_messages(rng, people, per))
+    yield support_tickets, _Counted(_tickets(rng, people))
+    yield invoices, _Counted(_invoices(rng, people))
+    yield invoice_lines, _Counted(_invoice_lines(rng, people))
+    yield consents, _Counted(_consents(rng, people))
+
+
+def _person(rng: random.Random, i: int) -> dict[str, Any]:
+    if i == 1:
+        first, last, company = "Max", "Mustermann", "Mustermann Kommunikation e.K."
+    else:
+        first, last = rng.choice(FIRST), rng.choice(LAST)
+        company = f"{last} {rng.choice(['GmbH', 'AG', 'e.K.', 'KG'])}"
+    email = DEMO_SUBJECT if i == 1 else f"{first}.{last}.{i}@example.com".lower()
+    city = "Bonn" if i == 1 else rng.choice(CITIES)
+    return {
+        "id": i, "first": first, "last": last, "email": email, "company": company,
+        "address": f"Musterstraße {i}, {50000 + i % 50000:05d} {city}",
+        "vat": f"DE{100000000 + i:09d}", "phone": _number(rng),
+    }
+
+
+def _number(rng: random.Random) -> str:
+    return f"+49151{rng.randrange(10_000_000, 99_999_999)}"
+
+
+def _ip(rng: random.Random) -> str:
+    return f"198.51.100.{rng.randrange(1, 255)}"  # TEST-NET-2: documentation addresses only
+
+
+def _accounts(rng: random.Random, people: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for p in people:
+        yield {
+            "id": p["id"], "customer_number": f"K{p['id']:08d}", "email": p["email"],
+            "first_name": p["first"], "last_name": p["last"], "phone": p["phone"], "mobile": _number(rng),
+            "company_name": p["company"], "company_address": p["address"], "vat_id": p["vat"],
+            "password_hash": "$argon2id$v=19$m=65536,t=3,p=4$ZGVtby1zYWx0$" + f"{rng.getrandbits(128):032x}",
+            "mfa_enabled": rng.randrange(2), "language": "de" if p["id"] % 3 else "en",
+            "created_at": EPOCH - timedelta(days=rng.randrange(30, 900)), "status": "active",
+        }
+
+
+def _invited(rng: random.Random, people: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    n = 0
+    for p in people:
+        for k in range(1 if p["id"] > 1 else 2):
+            n += 1
+            first = rng.choice(FIRST)
+            yield {
+                "id": n, "account_id": p["id"], "email": f"{first.lower()}.team{n}@example.org",
+                "first_name": first, "last_name": rng.choice(LAST), "role": ["developer", "billing"][k % 2],
+                "invited_at": EPOCH + timedelta(days=rng.randrange(0, 300)),
+                "status": rng.choice(["accepted", "pending", "expired"]),
+            }
+
+
+def _payments(rng: random.Random, people: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for p in people:
+        yield {
+            "id": p["id"], "account_id": p["id"], "kind": "sepa", "holder": f"{p['first']} {p['last']}",
+            "iban": f"DE89370400440532{p['id']:06d}", "card_last4": None, "card_expiry": None,
+            "sepa_mandate_ref": f"MANDATE-{p['id']:08d}", "sepa_mandate_date": (EPOCH - timedelta(days=200)).date(),
+            "created_at": EPOCH - timedelta(days=rng.randrange(1, 500)),
+        }
+
+
+def _api_usage(rng: random.Random, people: list[dict[str, Any]], per: int) -> Iterator[dict[str, Any]]:
+    n = 0
+    for p in people:
+        for _ in range(max(1, per)):
+            n += 1
+            yield {
+                "id": n, "account_id": p["id"], "api_key_id": f"key_{p['id']:05d}",
+                "application_id": f"app_{p['id']:05d}", "endpoint": rng.choice(ENDPOINTS),
+                "method": rng.choice(["GET", "POST"]), "status_code": rng.choice([200, 200, 201, 400, 401, 429]),
+                "called_at": EPOCH + timedelta(seconds=rng.randrange(0, 300 * 86400)), "ip_address": _ip(rng),
+            }
+
+
+def _calls(rng: random.Random, people: list[dict[str, Any]], per: int) -> Iterator[dict[str, Any]]:
+    n = 0
+    for p in people:
+        for _ in range(per):
+            n += 1
+            outbound = rng.random() < 0.6
+            other = _number(rng)
+            yield {
+                "id": n, "account_id": p["id"], "direction": "outbound" if outbound else "inbound",
+                "from_number": p["phone"] if outbound else other, "to_number": other if outbound else p["phone"],
+                "started_at": EPOCH + timedelta(seconds=rng.randrange(0, 300 * 86400)),
+                "duration_s": rng.randrange(0, 3600), "status": rng.choice(CALL_STATUS),
+                "location": rng.choice(CITIES), "ip_address": _ip(rng),
+            }
+
+
+def _messages(rng: random.Random, people: list[dict[str, Any]], per: int) -> Iterator[dict[str, Any]]:
+    n = 0
+    for p in people:
+        for _ in range(per):
+            n += 1
+            yield {
+                "id": n, "account_id": p["id"], "channel": rng.choice(["sms", "whatsapp"]),
+                "from_number": p["phone"], "to_number": _number(rng),
+                "sent_at": EPOCH + timedelta(seconds=rng.randrange(0, 300 * 86400)),
+                "status": rng.choice(MSG_STATUS), "segments": rng.randrange(1, 4), "ip_address": _ip(rng),
+            }
+
+
+def _tickets(rng: random.Random, people: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for p in people:
+        opened = EPOCH + timedelta(days=rng.randrange(0, 250))
+        yield {
+            "id": p["id"], "account_id": p["id"], "subject": "Rückfrage zur Rechnung",
+            "body": f"Guten Tag, bitte prüfen Sie die letzte Rechnung. Gruß, {p['first']} {p['last']}",
+            "status": "closed", "opened_at": opened, "closed_at": opened + timedelta(days=2),
+        }
+
+
+def _invoices(rng: random.Random, people: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for p in people:
+        for month in range(2):
+            net = rng.randrange(1000, 50000) / 100
+            yield {
+                "id": p["id"] * 2 - 1 + month, "account_id": p["id"],
+                "invoice_number": f"R-2026-{p['id']:06d}-{month + 1:02d}",
+                "issued_on": (EPOCH + timedelta(days=31 * month)).date(),
+                "billed_name": p["company"], "billed_address": p["address"], "vat_id": p["vat"],
+                "net_amount": net, "vat_amount": round(net * 0.19, 2), "currency": "EUR",
+            }
+
+
+def _invoice_lines(rng: random.Random, people: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    n = 0
+    for p in people:
+        for month in range(2):
+            for item in ("Voice API minutes", "SMS API messages"):
+                n += 1
+                yield {"id": n, "invoice_id": p["id"] * 2 - 1 + month, "description": item,
+                       "quantity": rng.randrange(1, 5000), "unit_price": 0.0125}
+
+
+def _consents(rng: random.Random, people: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    n = 0
+    for p in people:
+        for purpose in ("analytics", "marketing"):
+            n += 1
+            granted = EPOCH + timedelta(days=rng.randrange(0, 100))
+            yield {"id": n, "account_id": p["id"], "purpose": purpose, "banner_version": "2025-11",
+                   "granted_at": granted, "withdrawn_at": granted + timedelta(days=40) if rng.random() < 0.3 else None}

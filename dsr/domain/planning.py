@@ -1,0 +1,52 @@
+"""Planning: data map x request type -> one Task per store, fanned out as parallel jobs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from dsr.datamap import DataMap
+from dsr.domain import audit, work
+from dsr.models import Request, RequestStatus, RequestType, Task, TaskAction, TaskStatus
+from dsr.outbox import schedule
+
+SYSTEM = "system"
+
+# Which connector action answers which right. Rights not listed here are not automated yet:
+# they wait for a person (and the audit trail says so).
+ACTIONS: dict[str, TaskAction] = {
+    RequestType.ACCESS: TaskAction.COLLECT,
+    RequestType.PORTABILITY: TaskAction.COLLECT,
+}
+
+
+def plan(session: Session, request: Request, datamap: DataMap, *, now: datetime) -> list[Task]:
+    """Create the tasks of a verified request and schedule them; a no-op if already planned."""
+    if request.status != RequestStatus.VERIFIED:
+        return []
+    action = ACTIONS.get(request.type)
+    if action is None:
+        audit.record(session, "request.manual_handling", actor=SYSTEM, request_id=request.id, at=now,
+                     data={"reason": f"{request.type} requests are not automated yet"})
+        return []
+    tasks = [
+        Task(request_id=request.id, store=name, action=action.value, status=TaskStatus.QUEUED.value)
+        for name in datamap.stores
+    ]
+    session.add_all(tasks)
+    session.flush()
+    request.status = RequestStatus.IN_PROGRESS.value
+    request.datamap_version = datamap.version
+    request.version += 1
+    audit.record(session, "request.planned", actor=SYSTEM, request_id=request.id, at=now, data={
+        "datamap_version": datamap.version, "tasks": [{"store": t.store, "action": t.action} for t in tasks],
+    })
+    collect_jobs = []
+    for task in tasks:
+        job_id = work.collect_id(task.id, 1)
+        schedule(session, work.COLLECT, str(task.id), job_id=job_id)
+        collect_jobs.append(job_id)
+    schedule(session, work.ASSEMBLE, str(request.id), job_id=work.assemble_id(request.id, 1),
+             depends_on=collect_jobs)
+    return tasks

@@ -1,0 +1,24 @@
+"""Names of the background jobs and their deterministic ids (so a resend is recognised).
+
+The domain schedules work by name through the outbox; ``workers.jobs`` holds the functions.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+ADVANCE = "workers.jobs.advance"
+COLLECT = "workers.jobs.collect"
+ASSEMBLE = "workers.jobs.assemble"
+
+
+def advance_id(request_id: uuid.UUID, step: str) -> str:
+    return f"dsr-advance-{request_id}-{step}"
+
+
+def collect_id(task_id: uuid.UUID, run: int) -> str:
+    return f"dsr-collect-{task_id}-{run}"
+
+
+def assemble_id(request_id: uuid.UUID, run: int) -> str:
+    return f"dsr-assemble-{request_id}-{run}"

@@ -1,0 +1,1 @@
+"""Writers for what a subject receives: CSV files, the ZIP package (later JSON and the PDF report)."""

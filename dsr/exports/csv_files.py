@@ -1,0 +1,49 @@
+"""CSV files, one per table, written batch by batch as a connector streams rows."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import IO, Any
+
+# A spreadsheet treats a cell starting with these as a formula (CSV injection): prefix a quote.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, bool | int | float | Decimal):
+        return value
+    text = value if isinstance(value, str) else str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+class CsvTableWriter:
+    def __init__(self, path: Path, columns: Sequence[str]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # utf-8-sig: the BOM makes spreadsheet software read the file as UTF-8 (umlauts intact).
+        self._file: IO[str] = path.open("w", encoding="utf-8-sig", newline="")
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(columns)
+
+    def write(self, rows: Sequence[Sequence[Any]]) -> None:
+        self._writer.writerows([cell(v) for v in row] for row in rows)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class CsvDirectorySink:
+    """``<directory>/<table>.csv`` for each table a connector opens."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def open_table(self, name: str, columns: Sequence[str]) -> CsvTableWriter:
+        return CsvTableWriter(self.directory / f"{name}.csv", columns)

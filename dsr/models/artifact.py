@@ -1,0 +1,35 @@
+"""A file produced for a request (ZIP package, PDF report, confirmation), with its checksum."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import BigInteger, ForeignKey, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from dsr.models.base import Base, utcnow
+
+if TYPE_CHECKING:
+    from dsr.models.request import Request
+
+
+class Artifact(Base):
+    __tablename__ = "artifacts"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    request_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("requests.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # "package" (ZIP), later "report", "confirmation"
+    filename: Mapped[str] = mapped_column(String(200))
+    media_type: Mapped[str] = mapped_column(String(100))
+    path: Mapped[str] = mapped_column(String(500))  # relative to the storage directory
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    datamap_version: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    downloads: Mapped[int] = mapped_column(Integer, default=0)
+    purged_at: Mapped[datetime | None]
+
+    request: Mapped[Request] = relationship(back_populates="artifacts")

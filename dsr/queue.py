@@ -1,0 +1,146 @@
+"""RQ wiring: the Redis connection (real, or in-process for the embedded default), the outbox
+dispatcher, and the worker classes that bind a Runtime to each job they perform.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import redis
+from rq import Queue, Retry, SimpleWorker, Worker
+from rq.exceptions import NoSuchJobError
+from rq.job import Dependency, Job, JobStatus
+from rq.timeouts import TimerDeathPenalty
+
+from dsr import runtime as runtimes
+from dsr.config import Settings
+from dsr.domain import work
+from dsr.outbox import JobSpec
+
+log = logging.getLogger(__name__)
+
+# Store jobs meet flaky networks and busy databases: retry with growing pauses (seconds).
+RETRY_INTERVALS = [5, 30, 120, 300]
+JOB_TIMEOUT = 3600
+
+
+def connect(settings: Settings) -> redis.Redis:
+    if settings.redis_url:
+        return redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+    import fakeredis
+
+    # One in-process server per connection set: the queue and the worker thread share it.
+    return fakeredis.FakeRedis(server=fakeredis.FakeServer())
+
+
+class RqDispatcher:
+    def __init__(self, queue: Queue, retries: int) -> None:
+        self.queue = queue
+        self.retries = retries
+
+    def send(self, job: JobSpec) -> None:
+        depends_on = Dependency(jobs=list(job.depends_on), allow_failure=True) if job.depends_on else None
+        retry = None
+        if job.function == work.COLLECT and self.retries > 0:
+            retry = Retry(max=self.retries, interval=RETRY_INTERVALS[: self.retries])
+        self.queue.enqueue(job.function, *job.args, job_id=job.job_id, depends_on=depends_on, retry=retry,
+                           job_timeout=JOB_TIMEOUT, result_ttl=24 * 3600, failure_ttl=30 * 24 * 3600)
+
+    def is_known(self, job_id: str) -> bool:
+        try:
+            status = Job.fetch(job_id, connection=self.queue.connection).get_status()
+        except NoSuchJobError:
+            return False
+        return status in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
+
+
+class _BindsRuntime:
+    """Mixin: each job runs with the worker's Runtime bound, so job functions stay argument-thin."""
+
+    runtime: runtimes.Runtime
+
+    def perform_job(self, job: Job, queue: Queue, execution: Any) -> bool:
+        self.runtime.after_fork()
+        with runtimes.bound(self.runtime):
+            return super().perform_job(job, queue, execution)  # type: ignore[misc]
+
+
+class DsrWorker(_BindsRuntime, Worker):
+    """Production worker: forks a work horse per job (memory released, hard timeouts)."""
+
+    def __init__(self, *args: Any, runtime: runtimes.Runtime, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.runtime = runtime
+
+
+class DsrSimpleWorker(_BindsRuntime, SimpleWorker):
+    """Runs jobs in its own thread: for the embedded default and for tests."""
+
+    death_penalty_class = TimerDeathPenalty  # signals belong to the main thread
+
+    def __init__(self, *args: Any, runtime: runtimes.Runtime, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.runtime = runtime
+
+    def _install_signal_handlers(self) -> None:
+        pass
+
+
+def make_queue(settings: Settings, connection: redis.Redis) -> Queue:
+    return Queue(settings.queue_name, connection=connection)
+
+
+class EmbeddedWorker:
+    """A worker thread inside the web process, on the in-process Redis: one process, whole system."""
+
+    def __init__(self, runtime: runtimes.Runtime, queue: Queue) -> None:
+        self.worker = DsrSimpleWorker([queue], connection=queue.connection, runtime=runtime)
+        self.thread = threading.Thread(target=self._run, name="dsr-embedded-worker", daemon=True)
+
+    def _run(self) -> None:
+        self.worker.work(with_scheduler=True, logging_level="WARNING")
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.worker.request_stop(None, None)
+        self.thread.join(timeout)
+
+
+class Sweeper:
+    """Every ``interval`` seconds, send outbox jobs that were not sent after their commit.
+
+    Runs outside the queue on purpose: it exists for the moments the queue is unreachable.
+    """
+
+    def __init__(self, runtime: runtimes.Runtime, interval: float) -> None:
+        self.runtime, self.interval = runtime, interval
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, name="dsr-sweeper", daemon=True)
+
+    def sweep_once(self) -> int:
+        from datetime import timedelta
+
+        from dsr.outbox import sweep
+
+        assert self.runtime.dispatcher is not None
+        grace = timedelta(seconds=self.runtime.settings.outbox_grace_seconds)
+        return sweep(self.runtime.sessions, self.runtime.dispatcher, older_than=grace)
+
+    def run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                sent = self.sweep_once()
+                if sent:
+                    log.info("sweeper sent %d job(s) from the outbox", sent)
+            except Exception:
+                log.exception("sweep failed; trying again in %ss", self.interval)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()

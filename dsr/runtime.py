@@ -1,0 +1,96 @@
+"""Everything a process needs to do the work, built once from settings: database, data map,
+deadline policy, storage and store connectors. No Flask and no RQ here; the web app and the
+workers each hold one Runtime (the worker binds it to the job it runs, see ``current``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from dsr import datamap as datamaps
+from dsr.config import Settings
+from dsr.db import make_engine, make_session_factory
+from dsr.domain.deadlines import DeadlinePolicy
+from dsr.domain.fulfilment import Storage
+from dsr.domain.holidays import HolidayCalendar
+from dsr.outbox import Dispatcher, install
+from dsr.stores import Connector, connector_class
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    datamap: datamaps.DataMap
+    deadlines: DeadlinePolicy
+    storage: Storage
+    dispatcher: Dispatcher | None = None
+    pid: int = field(default_factory=os.getpid)
+    _connectors: dict[str, Connector] = field(default_factory=dict)
+
+    @property
+    def artifact_ttl(self) -> timedelta:
+        return timedelta(days=self.settings.artifact_ttl_days)
+
+    def connector(self, store: str) -> Connector:
+        if store not in self._connectors:
+            spec = self.datamap.stores[store]
+            self._connectors[store] = connector_class(spec.connector)(spec)
+        return self._connectors[store]
+
+    def after_fork(self) -> None:
+        """In a forked work horse: never reuse the parent's pooled connections."""
+        if os.getpid() != self.pid:
+            self.engine.dispose(close=False)
+            self._connectors = {}
+            self.pid = os.getpid()
+
+    def close(self) -> None:
+        for connector in self._connectors.values():
+            connector.close()
+        self._connectors.clear()
+        self.engine.dispose()
+
+
+def build(settings: Settings, dispatcher: Dispatcher | None = None) -> Runtime:
+    settings.checked()
+    engine = make_engine(settings.sqlalchemy_url, create_folder=True)
+    sessions = make_session_factory(engine)
+    if dispatcher is not None:
+        install(sessions, dispatcher)
+    datamap = datamaps.load(settings.datamap_path, instance_dir=settings.instance_dir)
+    policy = DeadlinePolicy(
+        calendar=HolidayCalendar.for_regions(settings.holiday_regions),
+        tz_name=settings.timezone,
+        target_buffer_days=settings.target_buffer_days,
+    )
+    return Runtime(settings, engine, sessions, datamap, policy, Storage(settings.artifact_dir), dispatcher)
+
+
+_current: ContextVar[Runtime] = ContextVar("dsr_runtime")
+
+
+@contextmanager
+def bound(runtime: Runtime) -> Iterator[Runtime]:
+    """Make ``runtime`` the one ``current()`` returns in this thread/context, for one job."""
+    token = _current.set(runtime)
+    try:
+        yield runtime
+    finally:
+        _current.reset(token)
+
+
+def current() -> Runtime:
+    try:
+        return _current.get()
+    except LookupError:
+        raise RuntimeError("no dsr runtime bound: jobs must run in a dsr worker (`dsr worker`)") from None

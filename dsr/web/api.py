@@ -1,0 +1,137 @@
+"""The JSON API (v1): intake is public; everything about a case needs a DPO token."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from flask import current_app, send_file, url_for
+from flask.views import MethodView
+from flask_smorest import Blueprint, abort
+from sqlalchemy import update
+from werkzeug.wrappers import Response
+
+from dsr.domain import audit, intake
+from dsr.domain.errors import InvalidTransition, NotFound
+from dsr.models import Artifact, RequestType, utcnow
+from dsr.web.auth import principal, require_token
+from dsr.web.context import runtime
+from dsr.web.downloads import LinkSigner
+from dsr.web.schemas import (
+    ArtifactSchema,
+    RequestSchema,
+    SubmitRequestSchema,
+    SubmittedSchema,
+    VerifySchema,
+)
+
+blp = Blueprint("api", __name__, url_prefix="/api/v1", description="Data-subject requests")
+BEARER = [{"bearerAuth": []}]
+
+
+def _signer() -> LinkSigner:
+    return LinkSigner(current_app.config["SECRET_KEY"], runtime().settings.download_link_ttl_seconds)
+
+
+@blp.route("/requests")
+class Requests(MethodView):
+    @blp.arguments(SubmitRequestSchema)
+    @blp.response(202, SubmittedSchema)
+    @blp.alt_response(422, description="Invalid input: each bad field is named under errors.json")
+    def post(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Submit a request (Art. 15-21 GDPR). The legal period starts now."""
+        rt = runtime()
+        submission = intake.Submission(RequestType(data["type"]), data["email"], data["locale"], data["details"])
+        with rt.sessions.begin() as session:
+            request = intake.submit(session, submission, received_at=utcnow(), policy=rt.deadlines,
+                                    datamap_version=rt.datamap.version)
+        return {"id": request.id, "reference": request.reference, "status": request.status,
+                "due_at": request.due_at}
+
+
+@blp.route("/requests/<uuid:request_id>")
+class RequestDetail(MethodView):
+    @blp.doc(security=BEARER)
+    @blp.response(200, RequestSchema)
+    @blp.alt_response(401, description="Missing or invalid token")
+    @blp.alt_response(404, description="No such request")
+    @require_token
+    def get(self, request_id: uuid.UUID) -> dict[str, Any]:
+        """A request with its status, tasks and timeline (audit events)."""
+        with runtime().sessions() as session:
+            request = _get(session, request_id)
+            return {**_as_dict(request), "tasks": list(request.tasks),
+                    "timeline": audit.events_for(session, request.id)}
+
+
+@blp.route("/requests/<uuid:request_id>/verify")
+class Verify(MethodView):
+    @blp.doc(security=BEARER)
+    @blp.arguments(VerifySchema, required=False)
+    @blp.response(200, SubmittedSchema)
+    @blp.alt_response(409, description="The request is not waiting for verification")
+    @require_token
+    def post(self, data: dict[str, Any] | None, request_id: uuid.UUID) -> dict[str, Any]:
+        """Mark the requester's identity as verified by hand; the work starts."""
+        method = (data or {}).get("method", "manual")
+        with runtime().sessions.begin() as session:
+            request = _get(session, request_id, for_update=True)
+            try:
+                intake.verify(session, request, actor=principal().actor, method=method, now=utcnow())
+            except InvalidTransition as exc:
+                abort(409, message=str(exc))
+            return {"id": request.id, "reference": request.reference, "status": request.status,
+                    "due_at": request.due_at}
+
+
+@blp.route("/requests/<uuid:request_id>/artifacts")
+class Artifacts(MethodView):
+    @blp.doc(security=BEARER)
+    @blp.response(200, ArtifactSchema(many=True))
+    @require_token
+    def get(self, request_id: uuid.UUID) -> list[dict[str, Any]]:
+        """The files produced for a request, each with its checksum and a signed download link."""
+        signer = _signer()
+        with runtime().sessions() as session:
+            request = _get(session, request_id)
+            return [
+                {**_as_dict(a), "download_url": url_for("api.download", artifact_id=a.id, sig=signer.sign(a.id),
+                                                        _external=True)}
+                for a in request.artifacts if a.purged_at is None
+            ]
+
+
+@blp.route("/artifacts/<uuid:artifact_id>/download")
+@blp.doc(parameters=[{"in": "query", "name": "sig", "required": True, "schema": {"type": "string"}}])
+@blp.alt_response(403, description="The link is forged, altered or expired")
+@blp.alt_response(410, description="The file has expired and was removed")
+def download(artifact_id: uuid.UUID) -> Response:
+    """Download an artifact through its signed link; every download is an audit event."""
+    from flask import request as http
+
+    if _signer().artifact_id(http.args.get("sig", "")) != artifact_id:
+        abort(403, message="this download link is not valid")
+    rt = runtime()
+    now = utcnow()
+    with rt.sessions.begin() as session:
+        artifact = session.get(Artifact, artifact_id)
+        if artifact is None:
+            abort(404, message="no such file")
+        if artifact.purged_at is not None or artifact.expires_at <= now:
+            abort(410, message="this file has expired and is no longer available")
+        session.execute(update(Artifact).where(Artifact.id == artifact_id).values(downloads=Artifact.downloads + 1))
+        audit.record(session, "artifact.downloaded", actor="link", request_id=artifact.request_id, at=now,
+                     data={"artifact_id": str(artifact.id), "sha256": artifact.sha256})
+        path, name, media_type = rt.storage.root / artifact.path, artifact.filename, artifact.media_type
+    return send_file(path, mimetype=media_type, as_attachment=True, download_name=name, max_age=0)
+
+
+def _get(session: Any, request_id: uuid.UUID, *, for_update: bool = False) -> Any:
+    try:
+        return intake.get(session, request_id, for_update=for_update)
+    except NotFound:
+        abort(404, message=f"no request with id {request_id}")
+
+
+def _as_dict(row: Any) -> dict[str, Any]:
+    return {c.key: getattr(row, c.key) for c in row.__table__.columns}

@@ -1,0 +1,88 @@
+"""marshmallow schemas of the JSON API: they validate input and document the OpenAPI contract."""
+
+from __future__ import annotations
+
+from marshmallow import RAISE, Schema, fields, validate
+
+from dsr.models import RequestType
+
+
+class _Strict(Schema):
+    class Meta:
+        unknown = RAISE  # an unexpected field is named in the error, never silently dropped
+
+
+class SubmitRequestSchema(_Strict):
+    type = fields.String(required=True, validate=validate.OneOf([t.value for t in RequestType]),
+                         metadata={"description": "The right exercised: Art. 15, 16, 17, 18, 20 or 21 GDPR."})
+    email = fields.Email(required=True, validate=validate.Length(max=320),
+                         metadata={"description": "The data subject's e-mail address, as known to the controller."})
+    locale = fields.String(load_default="en", validate=validate.OneOf(["de", "en"]),
+                           metadata={"description": "Language of all answers."})
+    details = fields.Dict(keys=fields.String(validate=validate.Length(max=100)), load_default=dict,
+                          metadata={"description": "Free-form details, e.g. what to rectify."})
+
+
+class SubmittedSchema(Schema):
+    id = fields.UUID()
+    reference = fields.String(metadata={"example": "DSR-2026-000042"})
+    status = fields.String()
+    due_at = fields.AwareDateTime(metadata={"description": "End of the legal period (exclusive), UTC."})
+
+
+class VerifySchema(_Strict):
+    method = fields.String(load_default="manual", validate=validate.Length(min=1, max=40),
+                           metadata={"description": "How the identity was checked, e.g. 'manual', 'email-link'."})
+
+
+class TaskSchema(Schema):
+    id = fields.UUID()
+    store = fields.String()
+    action = fields.String()
+    status = fields.String()
+    attempts = fields.Integer()
+    error = fields.String(allow_none=True)
+    counts = fields.Dict()
+
+
+class EventSchema(Schema):
+    seq = fields.Integer()
+    at = fields.AwareDateTime()
+    actor = fields.String()
+    action = fields.String()
+    data = fields.Dict()
+
+
+class RequestSchema(Schema):
+    id = fields.UUID()
+    reference = fields.String()
+    type = fields.String()
+    status = fields.String()
+    email = fields.String()
+    locale = fields.String()
+    channel = fields.String()
+    details = fields.Dict()
+    received_at = fields.AwareDateTime()
+    due_at = fields.AwareDateTime()
+    legal_end = fields.Date(metadata={"description": "Last day of the legal period (Art. 12(3), holidays rolled)."})
+    target_on = fields.Date(metadata={"description": "Internal target date, a buffer before the legal end."})
+    verified_at = fields.AwareDateTime(allow_none=True)
+    verification_method = fields.String(allow_none=True)
+    completed_at = fields.AwareDateTime(allow_none=True)
+    datamap_version = fields.String(allow_none=True)
+    tasks = fields.List(fields.Nested(TaskSchema))
+    timeline = fields.List(fields.Nested(EventSchema))
+
+
+class ArtifactSchema(Schema):
+    id = fields.UUID()
+    kind = fields.String()
+    filename = fields.String()
+    media_type = fields.String()
+    size = fields.Integer()
+    sha256 = fields.String()
+    datamap_version = fields.String(allow_none=True)
+    created_at = fields.AwareDateTime()
+    expires_at = fields.AwareDateTime()
+    downloads = fields.Integer()
+    download_url = fields.String(metadata={"description": "Signed link, valid until it expires; no token needed."})

@@ -1,0 +1,176 @@
+"""Fixture chain: backend -> settings -> app -> client / run_jobs / token.
+
+Every test that asks for ``backend`` runs twice when the real services are configured
+(DSR_TEST_DATABASE_URL, DSR_TEST_REDIS_URL): once on the embedded default (SQLite + in-process
+Redis) and once on PostgreSQL + Redis. With DSR_TEST_REQUIRE_SERVICES=1 (CI) an unreachable
+service fails the run instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine, delete, text
+from sqlalchemy.engine import make_url
+
+from dsr.config import DEFAULT_DATAMAP, Settings
+from dsr.db import make_engine
+from dsr.demo import portal
+from dsr.domain.accounts import create_api_token
+from dsr.domain.audit import GENESIS, HEAD_ID
+from dsr.migrate import upgrade
+from dsr.models import AuditHead, Base, Role
+from dsr.queue import DsrSimpleWorker
+from dsr.web.app import create_app
+
+PG_URL = os.environ.get("DSR_TEST_DATABASE_URL")
+REDIS_URL = os.environ.get("DSR_TEST_REDIS_URL")
+REQUIRE = os.environ.get("DSR_TEST_REQUIRE_SERVICES") == "1"
+SECRET = "test-secret-" + "x" * 32
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    database_url: str
+    store_url: str
+    redis_url: str | None
+
+    @property
+    def real(self) -> bool:
+        return self.name == "services"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if REQUIRE and not (PG_URL and REDIS_URL):
+        raise pytest.UsageError("DSR_TEST_REQUIRE_SERVICES=1 needs DSR_TEST_DATABASE_URL and DSR_TEST_REDIS_URL")
+
+
+def pytest_report_header() -> str:
+    return f"dsr backends: embedded{' + services (PostgreSQL ' + _safe(PG_URL) + ', Redis)' if PG_URL else ''}"
+
+
+def _safe(url: str | None) -> str:
+    return make_url(url).render_as_string(hide_password=True) if url else ""
+
+
+BACKENDS = ["embedded", *(["services"] if PG_URL and REDIS_URL else [])]
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+    if request.param == "embedded":
+        root = tmp_path_factory.mktemp("embedded")
+        b = Backend("embedded", f"sqlite:///{root / 'dsr.sqlite'}", f"sqlite:///{root / 'portal.sqlite'}", None)
+        _prepare(b)
+        yield b
+        return
+    assert PG_URL and REDIS_URL
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+        admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        pytest.fail(f"the real services are configured but unreachable: {exc}")  # fail, never skip
+    name = f"dsr_test_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}_store"'))
+    base = make_url(PG_URL)
+    b = Backend("services", base.set(database=name).render_as_string(False),
+                base.set(database=f"{name}_store").render_as_string(False), REDIS_URL)
+    try:
+        _prepare(b)
+        yield b
+    finally:
+        with admin.connect() as conn:
+            for db in (name, f"{name}_store"):
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _prepare(b: Backend) -> None:
+    upgrade(b.database_url)
+    engine = make_engine(b.store_url)
+    portal.build(engine, portal.DemoSize(subjects=12, rows=30))
+    engine.dispose()
+
+
+@pytest.fixture
+def clean_db(backend: Backend) -> Iterator[None]:
+    """Each test starts from the migrated, empty schema (rows deleted, chain head reset)."""
+    engine = make_engine(backend.database_url)
+    with engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(delete(table))
+        conn.execute(AuditHead.__table__.insert().values(id=HEAD_ID, seq=0, hash=GENESIS))
+    engine.dispose()
+    yield
+
+
+@pytest.fixture
+def settings(backend: Backend, clean_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("DSR_PORTAL_DB_URL", backend.store_url)
+    return Settings(
+        instance_dir=tmp_path / "instance",
+        database_url=backend.database_url,
+        redis_url=backend.redis_url,
+        secret_key=SECRET,
+        datamap_path=DEFAULT_DATAMAP,
+        storage_dir=tmp_path / "storage",
+        queue_name=f"dsr-test-{uuid.uuid4().hex[:8]}",
+        embedded_worker=False,
+        job_retries=0,
+    )
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[Flask]:
+    app = create_app(settings)
+    app.config["TESTING"] = True
+    yield app
+    context = app.extensions["dsr"]
+    if context.worker:
+        context.worker.stop()
+    if settings.redis_url:
+        context.queue.empty()
+        context.queue.delete(delete_jobs=True)
+    context.runtime.close()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def token(app: Flask) -> str:
+    with app.extensions["dsr"].runtime.sessions.begin() as session:
+        _row, secret = create_api_token(session, name="tests", role=Role.DPO)
+    return secret
+
+
+@pytest.fixture
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def run_jobs(app: Flask):  # type: ignore[no-untyped-def]
+    """Run every queued job (and those they enqueue) in this thread, then return."""
+    context = app.extensions["dsr"]
+
+    def run() -> bool:
+        worker = DsrSimpleWorker([context.queue], connection=context.queue.connection, runtime=context.runtime)
+        return worker.work(burst=True, logging_level="WARNING")
+
+    return run

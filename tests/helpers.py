@@ -1,0 +1,30 @@
+"""Small helpers shared by tests: submitting a request and reading a package back."""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+from typing import Any
+
+from flask.testing import FlaskClient
+
+MAX = "max.mustermann@example.com"
+
+
+def submit(client: FlaskClient, **overrides: Any) -> dict[str, Any]:
+    body = {"type": "access", "email": MAX, "locale": "de", **overrides}
+    response = client.post("/api/v1/requests", json=body)
+    assert response.status_code == 202, response.get_json()
+    return response.get_json()
+
+
+def read_zip(data: bytes) -> dict[str, list[dict[str, str]]]:
+    """CSV tables by archive path, each as a list of row dicts."""
+    tables = {}
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        for name in archive.namelist():
+            if name.endswith(".csv"):
+                text = archive.read(name).decode("utf-8-sig")
+                tables[name] = list(csv.DictReader(io.StringIO(text)))
+    return tables

@@ -1,0 +1,35 @@
+"""The jobs the queue runs. Each takes ids only and is safe to run more than once."""
+
+from __future__ import annotations
+
+import uuid
+
+from rq import get_current_job
+
+from dsr.domain import fulfilment, intake, planning
+from dsr.models import utcnow
+from dsr.runtime import current
+
+
+def advance(request_id: str) -> str:
+    """Move a request to its next step: for now, plan the tasks of a verified request."""
+    rt = current()
+    with rt.sessions.begin() as session:
+        request = intake.get(session, uuid.UUID(request_id), for_update=True)
+        tasks = planning.plan(session, request, rt.datamap, now=utcnow())
+        return f"{request.reference}: {len(tasks)} task(s) planned"
+
+
+def collect(task_id: str) -> str:
+    rt = current()
+    job = get_current_job()
+    final = job is None or not job.retries_left
+    task = fulfilment.collect(rt.sessions, rt.connector, rt.storage, uuid.UUID(task_id), final_attempt=final)
+    return "nothing to do" if task is None else f"{task.store}: {task.counts.get('total', 0)} row(s)"
+
+
+def assemble(request_id: str) -> str:
+    rt = current()
+    request = fulfilment.assemble(rt.sessions, rt.datamap, rt.storage, uuid.UUID(request_id),
+                                  artifact_ttl=rt.artifact_ttl)
+    return f"{request.reference}: {request.status}"
