@@ -16,6 +16,15 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_DATAMAP = PACKAGE_DIR / "datamap" / "default.yaml"
 
 
+def project_folder(name: str) -> Path:
+    """A top-level folder of the project (``migrations``, ``templates``): next to the package in a
+    source checkout or editable install, else in the working directory (the container's /app)."""
+    for candidate in (PACKAGE_DIR.parent / name, Path.cwd() / name):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"the {name}/ folder was found neither next to the dsr package nor in {Path.cwd()}")
+
+
 class ConfigError(RuntimeError):
     """The configuration cannot run: the message names the variable and what to do."""
 

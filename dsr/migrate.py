@@ -7,15 +7,11 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from dsr.config import PACKAGE_DIR
+from dsr.config import project_folder
 
 
 def migrations_dir() -> Path:
-    # Next to the package in a source checkout (editable install); else in the working directory.
-    for candidate in (PACKAGE_DIR.parent / "migrations", Path.cwd() / "migrations"):
-        if (candidate / "env.py").exists():
-            return candidate
-    raise FileNotFoundError("the migrations/ folder was not found next to the dsr package or in the working directory")
+    return project_folder("migrations")
 
 
 def alembic_config(url: str) -> Config:

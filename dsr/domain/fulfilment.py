@@ -13,8 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, Result, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dsr.datamap import DataMap
@@ -52,11 +53,11 @@ def collect(
 ) -> Task | None:
     """Run one collect task. Returns None when there was nothing to do (already done elsewhere)."""
     with sessions.begin() as session:
-        claimed = session.execute(
+        claimed = _rowcount(session.execute(
             update(Task)
             .where(Task.id == task_id, Task.status.in_([TaskStatus.QUEUED.value, TaskStatus.RUNNING.value]))
             .values(status=TaskStatus.RUNNING.value, attempts=Task.attempts + 1, started_at=utcnow(), error=None)
-        ).rowcount
+        ))
         if not claimed:
             return None
         task = session.get(Task, task_id)
@@ -73,17 +74,21 @@ def collect(
         _fail(sessions, task_id, attempt, exc, final_attempt)
         raise
     with sessions.begin() as session:
-        done = session.execute(
+        done = _rowcount(session.execute(
             update(Task)
             .where(Task.id == task_id, Task.attempts == attempt, Task.status == TaskStatus.RUNNING.value)
             .values(status=TaskStatus.DONE.value, finished_at=utcnow(),
                     counts={"found": result.found, "total": result.total},
                     checkpoint={"output": str(out.relative_to(storage.root))})
-        ).rowcount
+        ))
         if done:
             audit.record(session, "task.completed", actor=WORKER, request_id=request_id,
                          data={"store": store, "action": "collect", "attempt": attempt, "found": result.found})
         return session.get(Task, task_id)
+
+
+def _rowcount(result: Result[Any]) -> int:
+    return cast(CursorResult[Any], result).rowcount
 
 
 def _fail(sessions: sessionmaker[Session], task_id: uuid.UUID, attempt: int, exc: Exception,
@@ -91,10 +96,10 @@ def _fail(sessions: sessionmaker[Session], task_id: uuid.UUID, attempt: int, exc
     message = f"{exc.__class__.__name__}: {exc}"[:2000]
     with sessions.begin() as session:
         status = TaskStatus.FAILED if final_attempt else TaskStatus.QUEUED
-        changed = session.execute(
+        changed = _rowcount(session.execute(
             update(Task).where(Task.id == task_id, Task.attempts == attempt)
             .values(status=status.value, error=message, finished_at=utcnow() if final_attempt else None)
-        ).rowcount
+        ))
         task = session.get(Task, task_id)
         if changed and task is not None:
             audit.record(session, "task.failed" if final_attempt else "task.retrying", actor=WORKER,

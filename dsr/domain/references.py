@@ -14,11 +14,10 @@ def next_reference(session: Session, year: int) -> str:
     # the database write lock on SQLite), without a read-then-write race.
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(ReferenceCounter).values(year=year, value=1)
-    stmt = stmt.on_conflict_do_update(
+    upsert = insert(ReferenceCounter).values(year=year, value=1).on_conflict_do_update(
         index_elements=[ReferenceCounter.year], set_={"value": ReferenceCounter.value + 1}
-    ).returning(ReferenceCounter.value)
-    value = session.execute(stmt).scalar_one()
+    )
+    value = session.execute(upsert.returning(ReferenceCounter.value)).scalar_one()
     return f"DSR-{year}-{value:06d}"
 
 

@@ -52,7 +52,9 @@ def build_zip(sources: Mapping[str, Path], target: Path, manifest: dict[str, Any
 
 def _add(archive: zipfile.ZipFile, file: Path, name: str) -> dict[str, Any]:
     digest = hashlib.sha256()
-    with file.open("rb") as src, archive.open(name, "w", force_zip64=True) as dst:
+    info = zipfile.ZipInfo.from_file(file, name)  # keeps the file's time instead of 1980-01-01
+    info.compress_type = zipfile.ZIP_DEFLATED
+    with file.open("rb") as src, archive.open(info, "w", force_zip64=True) as dst:
         while chunk := src.read(CHUNK):
             digest.update(chunk)
             dst.write(chunk)

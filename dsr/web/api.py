@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, NoReturn
 
 from flask import current_app, send_file, url_for
 from flask.views import MethodView
@@ -26,7 +26,7 @@ from dsr.web.schemas import (
 )
 
 blp = Blueprint("api", __name__, url_prefix="/api/v1", description="Data-subject requests")
-BEARER = [{"bearerAuth": []}]
+BEARER: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 
 
 def _signer() -> LinkSigner:
@@ -116,7 +116,7 @@ def download(artifact_id: uuid.UUID) -> Response:
     with rt.sessions.begin() as session:
         artifact = session.get(Artifact, artifact_id)
         if artifact is None:
-            abort(404, message="no such file")
+            _abort(404, "no such file")
         if artifact.purged_at is not None or artifact.expires_at <= now:
             abort(410, message="this file has expired and is no longer available")
         session.execute(update(Artifact).where(Artifact.id == artifact_id).values(downloads=Artifact.downloads + 1))
@@ -124,6 +124,11 @@ def download(artifact_id: uuid.UUID) -> Response:
                      data={"artifact_id": str(artifact.id), "sha256": artifact.sha256})
         path, name, media_type = rt.storage.root / artifact.path, artifact.filename, artifact.media_type
     return send_file(path, mimetype=media_type, as_attachment=True, download_name=name, max_age=0)
+
+
+def _abort(status: int, message: str) -> NoReturn:
+    abort(status, message=message)
+    raise AssertionError("unreachable")  # flask_smorest.abort always raises
 
 
 def _get(session: Any, request_id: uuid.UUID, *, for_update: bool = False) -> Any:

@@ -10,9 +10,9 @@ from flask_smorest import Api
 from sqlalchemy import text
 
 from dsr import runtime as runtimes
-from dsr.config import Settings
+from dsr.config import Settings, project_folder
 from dsr.queue import EmbeddedWorker, RqDispatcher, Sweeper, connect, make_queue
-from dsr.web import api
+from dsr.web import api, home
 from dsr.web.context import WebContext, web_context
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None, *, start_worker: bool | None = None) -> Flask:
     settings = (settings or Settings.from_env()).checked()
-    app = Flask(__name__, instance_path=str(settings.instance_dir), template_folder="../../templates")
+    app = Flask(__name__, instance_path=str(settings.instance_dir), template_folder=str(project_folder("templates")))
     app.config.update(
         SECRET_KEY=settings.resolved_secret_key(),
         API_TITLE="dsr: data-subject requests",
@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
     rest.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
     for blueprint in (api.blp,):
         rest.register_blueprint(blueprint)
+    app.register_blueprint(home.bp)
     _health(app)
 
     embedded = settings.redis_url is None
