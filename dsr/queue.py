@@ -10,8 +10,9 @@ from typing import Any
 
 import redis
 from rq import Queue, Retry, SimpleWorker, Worker
-from rq.exceptions import NoSuchJobError
+from rq.exceptions import NoSuchJobError, StopRequested
 from rq.job import Dependency, Job, JobStatus
+from rq.scheduler import RQScheduler
 from rq.timeouts import TimerDeathPenalty
 
 from dsr import runtime as runtimes
@@ -83,9 +84,27 @@ class DsrSimpleWorker(_BindsRuntime, SimpleWorker):
     def __init__(self, *args: Any, runtime: runtimes.Runtime, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.runtime = runtime
+        self._waiting = False
 
     def _install_signal_handlers(self) -> None:
         pass
+
+    def stop_when_idle(self) -> None:
+        """Thread-safe stop: RQ's request_stop() installs signal handlers, which only the main thread may."""
+        self._stop_requested = True
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        self._waiting = True
+        try:
+            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        finally:
+            self._waiting = False
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        # RQ's wait loop heartbeats after each empty poll: the one place to leave it between jobs.
+        if self._stop_requested and self._waiting:
+            raise StopRequested()
+        super().heartbeat(timeout, pipeline)
 
 
 def make_queue(settings: Settings, connection: redis.Redis) -> Queue:
@@ -93,21 +112,44 @@ def make_queue(settings: Settings, connection: redis.Redis) -> Queue:
 
 
 class EmbeddedWorker:
-    """A worker thread inside the web process, on the in-process Redis: one process, whole system."""
+    """A worker thread inside the web process, on the in-process Redis: one process, whole system.
+
+    RQ's scheduler (retries with a pause) normally runs as a forked process, which would not
+    share the in-process Redis; here a second thread asks RQ's own scheduler to move due jobs.
+    """
+
+    POLL_SECONDS = 1
 
     def __init__(self, runtime: runtimes.Runtime, queue: Queue) -> None:
-        self.worker = DsrSimpleWorker([queue], connection=queue.connection, runtime=runtime)
-        self.thread = threading.Thread(target=self._run, name="dsr-embedded-worker", daemon=True)
+        # worker_ttl 16 -> RQ blocks at most 1 s waiting for a job, so stop() is prompt.
+        self.worker = DsrSimpleWorker([queue], connection=queue.connection, runtime=runtime, worker_ttl=16)
+        self.scheduler = RQScheduler([queue], connection=queue.connection)
+        self.scheduler.prepare_registries([queue.name])
+        self._stop = threading.Event()
+        self.threads = [
+            threading.Thread(target=self._work, name="dsr-embedded-worker", daemon=True),
+            threading.Thread(target=self._schedule, name="dsr-embedded-scheduler", daemon=True),
+        ]
 
-    def _run(self) -> None:
-        self.worker.work(with_scheduler=True, logging_level="WARNING")
+    def _work(self) -> None:
+        self.worker.work(logging_level="WARNING")
+
+    def _schedule(self) -> None:
+        while not self._stop.wait(self.POLL_SECONDS):
+            try:
+                self.scheduler.enqueue_scheduled_jobs()
+            except Exception:
+                log.exception("moving scheduled jobs failed")
 
     def start(self) -> None:
-        self.thread.start()
+        for thread in self.threads:
+            thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        self.worker.request_stop(None, None)
-        self.thread.join(timeout)
+        self._stop.set()
+        self.worker.stop_when_idle()
+        for thread in self.threads:
+            thread.join(timeout)
 
 
 class Sweeper:
