@@ -27,6 +27,18 @@ from dsr.web.schemas import (
 
 blp = Blueprint("api", __name__, url_prefix="/api/v1", description="Data-subject requests")
 BEARER: list[dict[str, list[str]]] = [{"bearerAuth": []}]
+UNAUTHORIZED = "Missing or invalid token"
+NO_REQUEST = "No such request"
+JSON_TYPES = ("application/json",)
+
+
+@blp.before_request
+def _json_only() -> None:
+    """A body that is not JSON is refused as such, instead of reading as 'every field missing'."""
+    from flask import request as http
+
+    if http.method in ("POST", "PUT", "PATCH") and http.content_length and not http.is_json:
+        abort(415, message="send the body as JSON with Content-Type: application/json")
 
 
 def _signer() -> LinkSigner:
@@ -52,10 +64,10 @@ class Requests(MethodView):
 @blp.route("/requests/<uuid:request_id>")
 class RequestDetail(MethodView):
     @blp.doc(security=BEARER)
-    @blp.response(200, RequestSchema)
-    @blp.alt_response(401, description="Missing or invalid token")
-    @blp.alt_response(404, description="No such request")
     @require_token
+    @blp.response(200, RequestSchema)
+    @blp.alt_response(401, description=UNAUTHORIZED)
+    @blp.alt_response(404, description=NO_REQUEST)
     def get(self, request_id: uuid.UUID) -> dict[str, Any]:
         """A request with its status, tasks and timeline (audit events)."""
         with runtime().sessions() as session:
@@ -67,10 +79,12 @@ class RequestDetail(MethodView):
 @blp.route("/requests/<uuid:request_id>/verify")
 class Verify(MethodView):
     @blp.doc(security=BEARER)
+    @require_token  # before the body is parsed: without a token, 401 whatever the body says
     @blp.arguments(VerifySchema, required=False)
     @blp.response(200, SubmittedSchema)
+    @blp.alt_response(401, description=UNAUTHORIZED)
+    @blp.alt_response(404, description=NO_REQUEST)
     @blp.alt_response(409, description="The request is not waiting for verification")
-    @require_token
     def post(self, data: dict[str, Any] | None, request_id: uuid.UUID) -> dict[str, Any]:
         """Mark the requester's identity as verified by hand; the work starts."""
         method = (data or {}).get("method", "manual")
@@ -87,8 +101,10 @@ class Verify(MethodView):
 @blp.route("/requests/<uuid:request_id>/artifacts")
 class Artifacts(MethodView):
     @blp.doc(security=BEARER)
-    @blp.response(200, ArtifactSchema(many=True))
     @require_token
+    @blp.response(200, ArtifactSchema(many=True))
+    @blp.alt_response(401, description=UNAUTHORIZED)
+    @blp.alt_response(404, description=NO_REQUEST)
     def get(self, request_id: uuid.UUID) -> list[dict[str, Any]]:
         """The files produced for a request, each with its checksum and a signed download link."""
         signer = _signer()
