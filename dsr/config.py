@@ -97,7 +97,7 @@ class Settings:
             target_buffer_days=integer("DSR_TARGET_BUFFER_DAYS", 5),
             artifact_ttl_days=integer("DSR_ARTIFACT_TTL_DAYS", 30),
             download_link_ttl_seconds=integer("DSR_DOWNLOAD_LINK_TTL", 7 * 24 * 3600),
-            embedded_worker=(get("DSR_EMBEDDED_WORKER") or "1") not in ("0", "false", "no"),
+            embedded_worker=(get("DSR_EMBEDDED_WORKER") or "1").lower() not in ("0", "false", "no", "off"),
             job_retries=integer("DSR_JOB_RETRIES", 3),
             base_url=get("DSR_BASE_URL"),
         )

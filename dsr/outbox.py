@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from dsr.models import OutboxJob, utcnow
 
@@ -53,17 +53,33 @@ def install(factory: sessionmaker[Session], dispatcher: Dispatcher) -> None:
         new_jobs = [obj for obj in session.new if isinstance(obj, OutboxJob)]
         if new_jobs:
             pending = session.info.setdefault(_PENDING, [])
-            pending.extend((obj.id, _spec(obj)) for obj in sorted(new_jobs, key=lambda o: o.id))
+            transaction = session.get_nested_transaction() or session.get_transaction()
+            pending.extend((transaction, obj.id, _spec(obj)) for obj in sorted(new_jobs, key=lambda o: o.id))
 
     @event.listens_for(factory, "after_commit")
     def _send(session: Session) -> None:
         pending = session.info.pop(_PENDING, [])
         if pending:
-            relay(factory, dispatcher, pending)
+            relay(factory, dispatcher, [(row_id, spec) for _tx, row_id, spec in pending])
 
-    @event.listens_for(factory, "after_rollback")
-    def _forget(session: Session) -> None:
-        session.info.pop(_PENDING, None)
+    @event.listens_for(factory, "after_soft_rollback")
+    def _forget(session: Session, previous: SessionTransaction) -> None:
+        # A rolled-back savepoint takes back only its own jobs; an outer rollback takes back all.
+        pending = session.info.get(_PENDING)
+        if not pending:
+            return
+        if previous.nested:
+            session.info[_PENDING] = [p for p in pending if not _inside(p[0], previous)]
+        else:
+            session.info.pop(_PENDING, None)
+
+
+def _inside(transaction: SessionTransaction | None, ancestor: SessionTransaction) -> bool:
+    while transaction is not None:
+        if transaction is ancestor:
+            return True
+        transaction = transaction.parent
+    return False
 
 
 def relay(factory: sessionmaker[Session], dispatcher: Dispatcher, pending: list[tuple[int, JobSpec]]) -> int:
@@ -94,12 +110,19 @@ def sweep(factory: sessionmaker[Session], dispatcher: Dispatcher, *, older_than:
     if not pending:
         return 0
     # A job the queue already holds was sent before the process could delete its row: skip it.
-    unsent = [(row_id, spec) for row_id, spec in pending if not dispatcher.is_known(spec.job_id)]
-    known = [row_id for row_id, spec in pending if (row_id, spec) not in unsent]
+    known = [row_id for row_id, spec in pending if _is_known(dispatcher, spec.job_id)]
+    unsent = [(row_id, spec) for row_id, spec in pending if row_id not in known]
     if known:
         with factory.begin() as session:
             session.execute(delete(OutboxJob).where(OutboxJob.id.in_(known)))
     return relay(factory, dispatcher, unsent) if unsent else 0
+
+
+def _is_known(dispatcher: Dispatcher, job_id: str) -> bool:
+    try:
+        return dispatcher.is_known(job_id)
+    except Exception:  # queue down: treat as unsent; relay() records the failure on the row
+        return False
 
 
 def _spec(row: OutboxJob) -> JobSpec:

@@ -9,6 +9,8 @@ import threading
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry, SimpleWorker, Worker
 from rq.exceptions import NoSuchJobError, StopRequested
 from rq.job import Dependency, Job, JobStatus
@@ -29,7 +31,10 @@ JOB_TIMEOUT = 3600
 
 def connect(settings: Settings) -> redis.Redis:
     if settings.redis_url:
-        return redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+        # Fail fast when Redis is down (one try, short connect timeout): the outbox keeps the
+        # jobs, so a web request should not hang for seconds in redis-py's default retries.
+        return redis.Redis.from_url(settings.redis_url, health_check_interval=30, socket_connect_timeout=3,
+                                    retry=RedisRetry(NoBackoff(), 1))
     import fakeredis
 
     # One in-process server per connection set: the queue and the worker thread share it.

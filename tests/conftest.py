@@ -142,9 +142,23 @@ def app(settings: Settings) -> Iterator[Flask]:
     if context.worker:
         context.worker.stop()
     if settings.redis_url:
-        context.queue.empty()
-        context.queue.delete(delete_jobs=True)
+        purge_queue(context.queue)
     context.runtime.close()
+
+
+def purge_queue(queue) -> None:  # type: ignore[no-untyped-def]
+    """Leave nothing of a test's queue in the shared Redis: queued, deferred, finished or failed."""
+    registries = (queue.deferred_job_registry, queue.scheduled_job_registry, queue.finished_job_registry,
+                  queue.failed_job_registry, queue.started_job_registry, queue.canceled_job_registry)
+    job_ids = set(queue.get_job_ids())
+    for registry in registries:
+        job_ids.update(registry.get_job_ids())
+    for job_id in job_ids:
+        queue.connection.delete(f"rq:job:{job_id}", f"rq:job:{job_id}:dependents",
+                                f"rq:job:{job_id}:dependencies", f"rq:results:{job_id}")
+    for registry in registries:
+        queue.connection.delete(registry.key)
+    queue.delete(delete_jobs=True)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -61,7 +61,10 @@ def record(
     if head is None:
         head = AuditHead(id=HEAD_ID, seq=0, hash=GENESIS)
         session.add(head)
-    when = at or utcnow()
+    if at is not None and at.tzinfo is None:
+        raise ValueError("audit events need an aware datetime")
+    # Hash the instant as the database gives it back (UTC), or verification would see a change.
+    when = (at or utcnow()).astimezone(UTC)
     payload = json.loads(json.dumps(data or {}, default=str))  # what the database will give back
     seq = head.seq + 1
     digest = event_hash(seq, when, actor, action, request_id, payload, head.hash)
@@ -95,8 +98,16 @@ def verify_chain(session: Session, batch: int = 5000) -> ChainReport:
             return ChainReport(count, False, event.seq, "content does not match its hash (event was changed)")
         prev_hash, expected_seq = event.hash, expected_seq + 1
     head = session.get(AuditHead, HEAD_ID)
-    if head is not None and (head.seq != expected_seq - 1 or head.hash != prev_hash):
-        return ChainReport(count, False, expected_seq, f"the chain head names event {head.seq}: events were removed")
+    last = expected_seq - 1
+    if head is None:
+        if count:
+            return ChainReport(count, False, 1, "the chain head is missing")
+    elif head.seq < last:
+        return ChainReport(count, False, head.seq + 1, "event is not anchored by the chain head (added behind it)")
+    elif head.seq > last:
+        return ChainReport(count, False, last + 1, f"the chain head names event {head.seq}: events were removed")
+    elif head.hash != prev_hash:
+        return ChainReport(count, False, last, "the last event does not match the chain head")
     return ChainReport(count, True)
 
 

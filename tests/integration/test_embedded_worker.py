@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 
 from dsr.web.app import create_app
+from tests.conftest import purge_queue
 from tests.helpers import submit
 
 
@@ -19,7 +20,7 @@ def live_app(settings):
     context.worker.stop()
     context.sweeper.stop()
     if settings.redis_url:
-        context.queue.delete(delete_jobs=True)
+        purge_queue(context.queue)
     context.runtime.close()
 
 
