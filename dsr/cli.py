@@ -36,7 +36,10 @@ def db_upgrade(revision: str) -> None:
     """Apply the Alembic migrations (SQLite or PostgreSQL)."""
     from dsr.migrate import upgrade
 
-    settings = _settings()
+    # Only the database is needed here: no secret or Redis checks for a migration step.
+    settings = Settings.from_env()
+    if settings.production and not settings.database_url:
+        raise click.ClickException("DSR_DATABASE_URL is required in production")
     upgrade(settings.sqlalchemy_url, revision)
     click.echo(f"database at {_redacted(settings.sqlalchemy_url)} is at revision {revision}")
 
@@ -49,13 +52,13 @@ def db_upgrade(revision: str) -> None:
 @click.option("--seed", default=42, show_default=True)
 def demo_data(url: str | None, subjects: int, rows: int, seed: int) -> None:
     """Build the make-believe portal database (always with max.mustermann@example.com)."""
-    from dsr import datamap
     from dsr.db import make_engine
     from dsr.demo import portal
+    from dsr.runtime import load_datamap
 
     settings = _settings()
     if url is None:
-        url = datamap.load(settings.datamap_path, instance_dir=settings.instance_dir).stores["portal_db"].url
+        url = load_datamap(settings).stores["portal_db"].connection["url"]
     started = time.perf_counter()
     counts = portal.build(make_engine(url, create_folder=True), portal.DemoSize(subjects, rows), seed=seed)
     click.echo(f"demo store {_redacted(url)}: {sum(counts.values())} rows in {len(counts)} tables "
@@ -141,9 +144,14 @@ def worker(burst: bool, simple: bool) -> None:
 @click.option("--once", is_flag=True, help="Sweep once and exit (for cron or a systemd timer).")
 def sweeper(interval: float, once: bool) -> None:
     """Send jobs that were committed but never reached the queue (it was down)."""
-    from dsr.queue import Sweeper
+    from dsr import runtime as runtimes
+    from dsr.queue import RqDispatcher, Sweeper, connect, make_queue
 
-    sweep = Sweeper(_runtime(), interval)
+    settings = _settings()
+    if not settings.redis_url:
+        raise click.ClickException("DSR_REDIS_URL is not set: the embedded default sweeps inside `dsr web`")
+    queue = make_queue(settings, connect(settings))
+    sweep = Sweeper(runtimes.build(settings, RqDispatcher(queue, settings.job_retries)), interval)
     if once:
         click.echo(f"{sweep.sweep_once()} job(s) sent")
         return
@@ -174,19 +182,19 @@ def web(host: str, port: int) -> None:
 @click.option("--rows", default=30, show_default=True)
 def demo(host: str, port: int, subjects: int, rows: int) -> None:
     """Migrate, load the demo data, create a demo login and token, and serve everything."""
-    from dsr import datamap
     from dsr.db import make_engine
     from dsr.demo import portal
     from dsr.domain.accounts import create_api_token as create_token
     from dsr.domain.accounts import create_user as create
     from dsr.migrate import upgrade
     from dsr.models import Role, User
+    from dsr.runtime import load_datamap
     from dsr.web.app import create_app
 
     settings = _settings()
     upgrade(settings.sqlalchemy_url)
-    store = datamap.load(settings.datamap_path, instance_dir=settings.instance_dir).stores["portal_db"]
-    portal.build(make_engine(store.url, create_folder=True), portal.DemoSize(subjects, rows))
+    store = load_datamap(settings).stores["portal_db"]
+    portal.build(make_engine(store.connection["url"], create_folder=True), portal.DemoSize(subjects, rows))
     app = create_app(settings)
     rt = app.extensions["dsr"].runtime
     email, password = "dpo@example.com", "demo-password-2026"

@@ -22,7 +22,7 @@ from dsr.domain.deadlines import DeadlinePolicy
 from dsr.domain.fulfilment import Storage
 from dsr.domain.holidays import HolidayCalendar
 from dsr.outbox import Dispatcher, install
-from dsr.stores import Connector, connector_class
+from dsr.stores import Connector, ConnectorContext, connector_class, validate_store
 
 
 @dataclass
@@ -44,7 +44,8 @@ class Runtime:
     def connector(self, store: str) -> Connector:
         if store not in self._connectors:
             spec = self.datamap.stores[store]
-            self._connectors[store] = connector_class(spec.connector)(spec)
+            context = ConnectorContext(self.settings.instance_dir, self.connector)
+            self._connectors[store] = connector_class(spec.connector)(spec, context)
         return self._connectors[store]
 
     def after_fork(self) -> None:
@@ -61,13 +62,18 @@ class Runtime:
         self.engine.dispose()
 
 
+def load_datamap(settings: Settings) -> datamaps.DataMap:
+    """The data map with every connector's settings checked: an invalid map stops the start."""
+    return datamaps.load(settings.datamap_path, instance_dir=settings.instance_dir, validate_store=validate_store)
+
+
 def build(settings: Settings, dispatcher: Dispatcher | None = None) -> Runtime:
     settings.checked()
     engine = make_engine(settings.sqlalchemy_url, create_folder=True)
     sessions = make_session_factory(engine)
     if dispatcher is not None:
         install(sessions, dispatcher)
-    datamap = datamaps.load(settings.datamap_path, instance_dir=settings.instance_dir)
+    datamap = load_datamap(settings)
     policy = DeadlinePolicy(
         calendar=HolidayCalendar.for_regions(settings.holiday_regions),
         tz_name=settings.timezone,

@@ -1,5 +1,6 @@
 """The data map: the controller's record of processing and where each subject's data lives."""
 
-from dsr.datamap.loader import DataMap, DataMapError, SqlTable, Store, load
+from dsr.datamap.loader import DataMapError, load, parse
+from dsr.datamap.model import Category, DataMap, FieldRule, Recipient, Store, Table
 
-__all__ = ["DataMap", "DataMapError", "SqlTable", "Store", "load"]
+__all__ = ["Category", "DataMap", "DataMapError", "FieldRule", "Recipient", "Store", "Table", "load", "parse"]

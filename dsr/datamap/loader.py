@@ -1,135 +1,202 @@
-"""Load and check a data map file; the result is a plain, immutable object the domain reads."""
+"""Load a data map file, check it whole, and name the file, line and field of every problem."""
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import date
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 from marshmallow import ValidationError
 
+from dsr.datamap.model import (
+    Authority,
+    Category,
+    Contact,
+    Controller,
+    DataMap,
+    Erasure,
+    FieldRule,
+    Notify,
+    Purpose,
+    Recipient,
+    RetentionRule,
+    Store,
+    Table,
+    Transfer,
+)
 from dsr.datamap.schema import DataMapSchema
 
 _ENV = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?::-(?P<default>[^}]*))?\}")
 
+# Checks a connector's own settings of one store; returns problems as (path, message).
+StoreValidator = Callable[[Store], list[tuple[str, str]]]
+
 
 class DataMapError(ValueError):
-    """The data map is invalid; the message names the file and the field."""
+    """The data map is invalid. ``problems`` lists every one as ``file:line: path: message``."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
 
 
-@dataclass(frozen=True)
-class SqlTable:
-    name: str
-    key: str
-    references: Mapping[str, tuple[str, str]]  # column -> (table, column)
-    category: str | None
-
-
-@dataclass(frozen=True)
-class Store:
-    name: str
-    connector: str
-    url: str
-    identities: Mapping[str, tuple[str, str]]  # identity type -> (table, column)
-    tables: Mapping[str, SqlTable]
-    description: str | None = None
-
-
-@dataclass(frozen=True)
-class DataMap:
-    version: str
-    date: date
-    controller: Mapping[str, Any]
-    stores: Mapping[str, Store]
-    source: Path | None = None
-
-
-def load(path: Path, *, instance_dir: Path, environ: Mapping[str, str] | None = None) -> DataMap:
+def load(path: Path, *, instance_dir: Path, environ: Mapping[str, str] | None = None,
+         validate_store: StoreValidator | None = None) -> DataMap:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise DataMapError(f"{path}: cannot read the data map: {exc.strerror}") from None
+        raise DataMapError([f"{path}: cannot read the data map: {exc.strerror}"]) from None
+    try:
+        raw = yaml.safe_load(text)
+        root = yaml.compose(text)
+        lines = dict(_lines(root)) if root is not None else {}
     except yaml.YAMLError as exc:
-        raise DataMapError(f"{path}: not valid YAML: {exc}") from None
-    return parse(raw, source=path, instance_dir=instance_dir, environ=environ)
+        raise DataMapError([f"{path}: not valid YAML: {exc}"]) from None
+    return parse(raw, source=path, instance_dir=instance_dir, environ=environ, lines=lines,
+                 validate_store=validate_store)
 
 
-def parse(raw: Any, *, source: Path | None, instance_dir: Path,
-          environ: Mapping[str, str] | None = None) -> DataMap:
-    where = str(source) if source else "<data map>"
+def parse(raw: Any, *, source: Path | None, instance_dir: Path, environ: Mapping[str, str] | None = None,
+          lines: Mapping[str, int] | None = None, validate_store: StoreValidator | None = None) -> DataMap:
+    lines = lines or {}
+
+    def where(path: str) -> str:
+        probe = DataMap("", None, None, {}, {}, {}, {}, {}, {}, source=source, lines=lines)  # type: ignore[arg-type]
+        return probe.where(path)
+
     try:
         data = DataMapSchema().load(raw if isinstance(raw, dict) else {})
     except ValidationError as exc:
-        raise DataMapError(f"{where}: {_flatten(exc.messages)}") from None
+        raise DataMapError([f"{where(path)}: {message}" for path, message in _flatten(exc.messages)]) from None
     env = os.environ if environ is None else environ
-    stores = {
-        name: _store(name, spec, where, instance_dir, env) for name, spec in data["stores"].items()
-    }
-    return DataMap(str(data["version"]), data["date"], data["controller"], stores, source)
+    datamap = _build(data, source, lines, instance_dir, env)
+    problems = [f"{datamap.where(path)}: {message}" for path, message in _cross_check(datamap)]
+    if validate_store is not None:
+        for store in datamap.stores.values():
+            problems += [f"{datamap.where(path)}: {message}" for path, message in validate_store(store)]
+    if problems:
+        raise DataMapError(problems)
+    return datamap
 
 
-def _store(name: str, spec: dict[str, Any], where: str, instance_dir: Path, env: Mapping[str, str]) -> Store:
-    tables: dict[str, SqlTable] = {}
-    for tname, t in spec["tables"].items():
-        refs: dict[str, tuple[str, str]] = {}
-        for column, target in t["references"].items():
-            other, _, other_col = target.partition(".")
-            if other not in spec["tables"] or not other_col:
-                raise DataMapError(
-                    f"{where}: stores.{name}.tables.{tname}.references.{column}: "
-                    f"{target!r} must name a table of this store as table.column"
-                )
-            refs[column] = (other, other_col)
-        tables[tname] = SqlTable(tname, t["key"], refs, t["category"])
-    identities: dict[str, tuple[str, str]] = {}
-    for kind, ident in spec["identities"].items():
-        if ident["table"] not in tables:
-            raise DataMapError(f"{where}: stores.{name}.identities.{kind}: unknown table {ident['table']!r}")
-        identities[kind] = (ident["table"], ident["column"])
-    _check_reachable(name, tables, {t for t, _ in identities.values()}, where)
-    url = _interpolate(spec["connection"]["url"], env, instance_dir, f"{where}: stores.{name}.connection.url")
-    return Store(name, spec["connector"], url, identities, tables, spec["description"])
+def _build(data: dict[str, Any], source: Path | None, lines: Mapping[str, int], instance_dir: Path,
+           env: Mapping[str, str]) -> DataMap:
+    c = data["controller"]
+    controller = Controller(**{k: v for k, v in c.items() if k != "dpo"}, dpo=Contact(**c["dpo"]))
+    stores = {}
+    for name, s in data["stores"].items():
+        tables = {}
+        for tname, t in s["tables"].items():
+            category = t.pop("category") or s["category"] or ""
+            rules = {col: FieldRule(col, f.pop("category") or category, **f) for col, f in t.pop("fields_").items()}
+            erasure = t.pop("erasure")
+            description = t.pop("description")
+            tables[tname] = Table(tname, category, rules, dict(t), _erasure(erasure), description)
+        connection = {k: _interpolate(v, env, instance_dir) if isinstance(v, str) else v
+                      for k, v in s["connection"].items()}
+        stores[name] = Store(name, s["connector"], s["description"], connection, s["identities"], tables,
+                             s["recipient"], s["deadline_days"])
+    return DataMap(
+        version=str(data["version"]),
+        date=data["date"],
+        controller=controller,
+        authorities={k: Authority(**v) for k, v in data["authorities"].items()},
+        purposes={k: Purpose(k, **v) for k, v in data["purposes"].items()},
+        retention={k: RetentionRule(k, v["anchor"], v["duration"], v["description"], tuple(v["holds"]),
+                                    v["reference"]) for k, v in data["retention"].items()},
+        recipients={k: Recipient(k, v["name"], v["role"], v["country"], Notify(**v["notify"]), v["address"],
+                                 v["description"]) for k, v in data["recipients"].items()},
+        categories={k: Category(k, v["title"], tuple(v["purposes"]), v["source"], v["retention"],
+                                tuple(v["recipients"]), tuple(Transfer(**t) for t in v["transfers"]), v["portable"],
+                                v["erasure"], v["authority"], v["statutory_retention"], v["automated_decisions"])
+                    for k, v in data["categories"].items()},
+        stores=stores,
+        notice=data["notice"],
+        source=source,
+        lines=lines,
+    )
 
 
-def _check_reachable(store: str, tables: Mapping[str, SqlTable], roots: set[str], where: str) -> None:
-    """Every table must lead to an identity table through its references, without cycles."""
-    def walk(name: str, seen: tuple[str, ...]) -> None:
-        if name in seen:
-            raise DataMapError(f"{where}: stores.{store}.tables: references form a cycle: "
-                               + " -> ".join((*seen, name)))
-        if name in roots:
-            return
-        refs = tables[name].references
-        if not refs:
-            raise DataMapError(f"{where}: stores.{store}.tables.{name}: no reference leads to an identity table, "
-                               "so the subject's rows in it cannot be found")
-        for other, _ in refs.values():
-            walk(other, (*seen, name))
-
-    for name in tables:
-        walk(name, ())
+def _erasure(e: dict[str, Any] | None) -> Erasure | None:
+    return None if e is None else Erasure(e["method"], tuple(e["fields_"]), e["reason"], e["until"])
 
 
-def _interpolate(value: str, env: Mapping[str, str], instance_dir: Path, where: str) -> str:
+def _cross_check(m: DataMap) -> Iterator[tuple[str, str]]:
+    """References between the parts: every name used must be defined."""
+    for cid, cat in m.categories.items():
+        base = f"categories.{cid}"
+        for p in cat.purposes:
+            if p not in m.purposes:
+                yield f"{base}.purposes", f"unknown purpose {p!r}"
+        if cat.retention not in m.retention:
+            yield f"{base}.retention", f"unknown retention rule {cat.retention!r}"
+        for r in cat.recipients:
+            if r not in m.recipients:
+                yield f"{base}.recipients", f"unknown recipient {r!r}"
+        for t in cat.transfers:
+            if t.recipient not in m.recipients:
+                yield f"{base}.transfers", f"unknown recipient {t.recipient!r}"
+        if cat.authority not in m.authorities:
+            yield f"{base}.authority", f"unknown supervisory authority {cat.authority!r}"
+    for rid, rec in m.recipients.items():
+        if rec.notify.via == "store" and rec.notify.store not in m.stores:
+            yield f"recipients.{rid}.notify.store", f"unknown store {rec.notify.store!r}"
+    for sname, store in m.stores.items():
+        base = f"stores.{sname}"
+        if store.recipient and store.recipient not in m.recipients:
+            yield f"{base}.recipient", f"unknown recipient {store.recipient!r}"
+        for tname, table in store.tables.items():
+            tbase = f"{base}.tables.{tname}"
+            if not table.category:
+                yield f"{tbase}.category", "has no category (set one on the table or the store)"
+            elif table.category not in m.categories:
+                yield f"{tbase}.category", f"unknown category {table.category!r}"
+            for col, rule in table.fields.items():
+                if rule.category not in m.categories:
+                    yield f"{tbase}.fields.{col}.category", f"unknown category {rule.category!r}"
+            if table.erasure and table.erasure.until and table.erasure.until not in m.retention:
+                yield f"{tbase}.erasure.until", f"unknown retention rule {table.erasure.until!r}"
+
+
+def _interpolate(value: str, env: Mapping[str, str], instance_dir: Path) -> str:
     def sub(match: re.Match[str]) -> str:
         name, default = match["name"], match["default"]
         if env.get(name):
             return env[name]
         if default is None:
-            raise DataMapError(f"{where}: environment variable {name} is not set")
+            raise DataMapError([f"environment variable {name} is not set (needed by the data map)"])
         return default
 
     return _ENV.sub(sub, value.replace("{instance_dir}", str(instance_dir)))
 
 
-def _flatten(messages: Any, prefix: str = "") -> str:
+def _lines(node: yaml.Node, path: str = "") -> Iterator[tuple[str, int]]:
+    """Dotted path of every mapping key -> its 1-based line in the file."""
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            child = f"{path}.{key.value}" if path else str(key.value)
+            yield child, key.start_mark.line + 1
+            yield from _lines(value, child)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            child = f"{path}.{i}"
+            yield child, item.start_mark.line + 1
+            yield from _lines(item, child)
+
+
+def _flatten(messages: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
     if isinstance(messages, dict):
-        return "; ".join(_flatten(v, f"{prefix}{k}." if prefix or k != "_schema" else "") for k, v in messages.items())
-    if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
-        return f"{prefix.rstrip('.')}: {' '.join(messages)}"
-    return f"{prefix.rstrip('.')}: {messages}"
+        for key, value in messages.items():
+            if key == "_schema" or (key == "value" and isinstance(value, dict)):
+                yield from _flatten(value, prefix)
+            elif key == "key":
+                yield from ((p, f"key: {m}") for p, m in _flatten(value, prefix))
+            else:
+                yield from _flatten(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        yield prefix or "<root>", " ".join(messages)
+    else:
+        yield prefix or "<root>", str(messages)

@@ -1,11 +1,25 @@
-"""marshmallow schemas for the data map YAML: shape and types; cross-references are checked in loader."""
+"""marshmallow schemas for the data map YAML: the shape and types of every part.
+
+Cross-references (a category naming a purpose, a table naming a category) are checked in
+``loader``; connector-specific settings (``connection``, identity lookups, table options) are
+kept as plain mappings here and validated by each connector's own schema.
+"""
 
 from __future__ import annotations
 
-from marshmallow import RAISE, Schema, fields, validate
+from typing import Any
+
+from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 IDENTITY_TYPES = ("email", "phone", "customer_id", "ip_address")
-_NAME = validate.Regexp(r"^[a-z][a-z0-9_]*$", error="use lower-case letters, digits and _ (got {input})")
+LOCALES = ("de", "en")
+NAME = validate.Regexp(r"^[a-z][a-z0-9_]*$", error="use lower-case letters, digits and _ (got {input})")
+# Art. 15(4) and secrets: how a field is disclosed in an export.
+DISCLOSURES = ("export", "mask", "omit")
+MASKS = ("last3", "keep_last4", "withheld", "redact")
+ERASURE_METHODS = ("delete", "null", "pseudonymise", "retain", "processor", "manual")
+ERASURE_POLICIES = ("on_request", "after_contract", "retained_until_expiry", "not_applicable")
+RECIPIENT_ROLES = ("processor", "controller", "joint_controller", "authority", "recipient")
 
 
 class _Strict(Schema):
@@ -13,45 +27,172 @@ class _Strict(Schema):
         unknown = RAISE
 
 
-class ControllerSchema(_Strict):
+class Localized(fields.Dict):
+    """Text in German and English: ``{de: ..., en: ...}``, both required."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(keys=fields.String(validate=validate.OneOf(LOCALES)),
+                         values=fields.String(validate=validate.Length(min=1)), **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, str]:
+        result: dict[str, str] = super()._deserialize(value, attr, data, **kwargs)
+        missing = [locale for locale in LOCALES if locale not in result]
+        if missing:
+            raise ValidationError(f"needs a text in {' and '.join(missing)} (de and en)")
+        return result
+
+
+def names(**kwargs: Any) -> fields.List:
+    return fields.List(fields.String(validate=NAME), load_default=list, **kwargs)
+
+
+class ContactSchema(_Strict):
     name = fields.String(required=True)
     address = fields.String(load_default=None)
     email = fields.Email(load_default=None)
-    dpo_email = fields.Email(load_default=None)
+    phone = fields.String(load_default=None)
+    url = fields.Url(load_default=None)
 
 
-class IdentitySchema(_Strict):
-    table = fields.String(required=True)
-    column = fields.String(required=True)
+class ControllerSchema(ContactSchema):
+    dpo = fields.Nested(ContactSchema, required=True)
 
 
-class TableSchema(_Strict):
-    key = fields.String(load_default="id")
-    # column in this table -> "other_table.column": how rows here belong to rows there
-    references = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
-    category = fields.String(load_default=None)
-    description = fields.String(load_default=None)
+class AuthoritySchema(ContactSchema):
+    scope = Localized(required=True)
 
 
-class ConnectionSchema(_Strict):
-    url = fields.String(required=True)
+class PurposeSchema(_Strict):
+    legal_basis = fields.String(required=True, validate=validate.Length(min=3))
+    description = Localized(required=True)
+    legitimate_interest = Localized(load_default=None)  # Art. 13(1)(d): the interest, for 6(1)(f)
+
+
+class RetentionSchema(_Strict):
+    anchor = fields.String(required=True, allow_none=True)
+    duration = fields.String(load_default=None, validate=validate.Regexp(
+        r"^P(?!$)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+S)?)?$",
+        error="must be an ISO 8601 duration such as P30D or P8Y (got {input})"))
+    holds = names()
+    reference = fields.String(load_default=None)  # the statute, e.g. "§ 147 AO"
+    description = Localized(required=True)
+
+
+class NotifySchema(_Strict):
+    via = fields.String(required=True, validate=validate.OneOf(["store", "email", "manual", "none"]))
+    store = fields.String(load_default=None)
+    email = fields.Email(load_default=None)
+    reason = Localized(load_default=None)  # why none: Art. 19 "impossible or disproportionate"
+
+    @validates_schema
+    def _complete(self, data: dict[str, Any], **_: Any) -> None:
+        if data["via"] == "store" and not data.get("store"):
+            raise ValidationError("names no store", "store")
+        if data["via"] == "email" and not data.get("email"):
+            raise ValidationError("names no address", "email")
+        if data["via"] == "none" and not data.get("reason"):
+            raise ValidationError("notifying no one needs a reason (Art. 19)", "reason")
+
+
+class RecipientSchema(_Strict):
+    name = fields.String(required=True)
+    role = fields.String(required=True, validate=validate.OneOf(RECIPIENT_ROLES))
+    country = fields.String(required=True, validate=validate.Regexp(r"^[A-Z]{2}$", error="ISO 3166 code, e.g. DE"))
+    address = fields.String(load_default=None)
+    description = Localized(load_default=None)
+    notify = fields.Nested(NotifySchema, required=True)
+
+
+class TransferSchema(_Strict):
+    recipient = fields.String(required=True, validate=NAME)
+    country = fields.String(required=True, validate=validate.Regexp(r"^[A-Z]{2}$", error="ISO 3166 code, e.g. US"))
+    safeguard = Localized(required=True)  # Art. 15(2): adequacy decision, SCC (Art. 46(2)(c)), ...
+
+
+class CategorySchema(_Strict):
+    title = Localized(required=True)
+    purposes = names(validate=validate.Length(min=1, error="a category needs at least one purpose"))
+    source = Localized(required=True)  # Art. 15(1)(g)
+    retention = fields.String(required=True, validate=NAME)
+    recipients = names()
+    transfers = fields.List(fields.Nested(TransferSchema), load_default=list)
+    portable = fields.Boolean(required=True)  # Art. 20
+    erasure = fields.String(required=True, validate=validate.OneOf(ERASURE_POLICIES))
+    statutory_retention = fields.String(load_default=None)  # the duty that keeps it, e.g. "§ 14b UStG"
+    authority = fields.String(required=True, validate=NAME)  # competent supervisory authority
+    automated_decisions = Localized(load_default=None)  # Art. 15(1)(h); absent means none
+
+
+class FieldSchema(_Strict):
+    category = fields.String(load_default=None, validate=NAME)
+    disclose = fields.String(load_default="export", validate=validate.OneOf(DISCLOSURES))
+    mask = fields.String(load_default=None, validate=validate.OneOf(MASKS))
+    reason = Localized(load_default=None)
+    description = Localized(load_default=None)
+
+    @validates_schema
+    def _consistent(self, data: dict[str, Any], **_: Any) -> None:
+        if data["disclose"] == "mask" and not data.get("mask"):
+            raise ValidationError(f"disclose: mask needs one of {', '.join(MASKS)}", "mask")
+        if data["disclose"] != "mask" and data.get("mask"):
+            raise ValidationError("mask is only for disclose: mask", "mask")
+        if data["disclose"] in ("mask", "omit") and not data.get("reason"):
+            raise ValidationError("a masked or omitted field needs a reason (it is explained in the report)",
+                                  "reason")
+
+
+class ErasureSchema(_Strict):
+    method = fields.String(required=True, validate=validate.OneOf(ERASURE_METHODS))
+    fields_ = fields.List(fields.String(), data_key="fields", load_default=list)
+    reason = Localized(load_default=None)
+    until = fields.String(load_default=None, validate=NAME)  # retention rule that ends the retention
+
+    @validates_schema
+    def _consistent(self, data: dict[str, Any], **_: Any) -> None:
+        if data["method"] in ("null", "pseudonymise") and not data["fields_"]:
+            raise ValidationError(f"method {data['method']} needs the fields it changes", "fields")
+        if data["method"] == "retain" and not (data.get("reason") and data.get("until")):
+            raise ValidationError("retain needs a reason and the retention rule it lasts until (until)", "reason")
+
+
+class TableSchema(Schema):
+    """A set of records in a store (a SQL table, a log, a folder of files); connector options pass through."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    category = fields.String(load_default=None, validate=NAME)
+    description = Localized(load_default=None)
+    fields_ = fields.Dict(keys=fields.String(), values=fields.Nested(FieldSchema), data_key="fields",
+                          load_default=dict)
+    erasure = fields.Nested(ErasureSchema, load_default=None)
 
 
 class StoreSchema(_Strict):
-    connector = fields.String(required=True, validate=validate.OneOf(["sql"]))
-    description = fields.String(load_default=None)
-    connection = fields.Nested(ConnectionSchema, required=True)
-    identities = fields.Dict(
-        keys=fields.String(validate=validate.OneOf(IDENTITY_TYPES)),
-        values=fields.Nested(IdentitySchema),
-        required=True,
-        validate=validate.Length(min=1, error="a store needs at least one way to find a subject"),
-    )
-    tables = fields.Dict(keys=fields.String(), values=fields.Nested(TableSchema), required=True)
+    connector = fields.String(required=True)
+    description = Localized(required=True)
+    category = fields.String(load_default=None, validate=NAME)
+    connection = fields.Dict(required=True)
+    identities = fields.Dict(keys=fields.String(validate=validate.OneOf(IDENTITY_TYPES)), values=fields.Dict(),
+                             load_default=dict)
+    tables = fields.Dict(keys=fields.String(), values=fields.Nested(TableSchema), required=True,
+                         validate=validate.Length(min=1, error="a store needs at least one table"))
+    recipient = fields.String(load_default=None, validate=NAME)  # a processor's store: who holds it
+    deadline_days = fields.Integer(load_default=None, validate=validate.Range(min=1))  # LC-60
 
 
 class DataMapSchema(_Strict):
     version = fields.String(required=True)
     date = fields.Date(required=True)
+    notice = fields.Dict(load_default=dict)
     controller = fields.Nested(ControllerSchema, required=True)
-    stores = fields.Dict(keys=fields.String(validate=_NAME), values=fields.Nested(StoreSchema), required=True)
+    authorities = fields.Dict(keys=fields.String(validate=NAME), values=fields.Nested(AuthoritySchema),
+                              required=True)
+    purposes = fields.Dict(keys=fields.String(validate=NAME), values=fields.Nested(PurposeSchema), required=True)
+    retention = fields.Dict(keys=fields.String(validate=NAME), values=fields.Nested(RetentionSchema),
+                            required=True)
+    recipients = fields.Dict(keys=fields.String(validate=NAME), values=fields.Nested(RecipientSchema),
+                             load_default=dict)
+    categories = fields.Dict(keys=fields.String(validate=NAME), values=fields.Nested(CategorySchema),
+                             required=True)
+    stores = fields.Dict(keys=fields.String(validate=NAME), values=fields.Nested(StoreSchema), required=True)

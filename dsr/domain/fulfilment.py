@@ -22,6 +22,7 @@ from dsr.datamap import DataMap
 from dsr.domain import audit
 from dsr.domain.errors import NotFound
 from dsr.exports.csv_files import CsvDirectorySink
+from dsr.exports.disclosure import DisclosingSink
 from dsr.exports.package import PackedFile, build_zip
 from dsr.models import Artifact, Request, RequestStatus, Task, TaskStatus, utcnow
 from dsr.stores import Connector, Subject
@@ -69,7 +70,9 @@ def collect(
     out = storage.work_dir(request_id, store, attempt)
     shutil.rmtree(out, ignore_errors=True)
     try:
-        result = connector_for(store).collect(Subject.from_email(email), CsvDirectorySink(out))
+        connector = connector_for(store)
+        sink = DisclosingSink(CsvDirectorySink(out), connector.store)
+        result = connector.collect(Subject.from_email(email), sink)
     except Exception as exc:
         _fail(sessions, task_id, attempt, exc, final_attempt)
         raise
@@ -78,7 +81,8 @@ def collect(
             update(Task)
             .where(Task.id == task_id, Task.attempts == attempt, Task.status == TaskStatus.RUNNING.value)
             .values(status=TaskStatus.DONE.value, finished_at=utcnow(),
-                    counts={"found": result.found, "total": result.total},
+                    counts={"found": result.found, "files": result.files, "total": result.total,
+                            "redactions": sink.summary(), "notes": result.notes},
                     checkpoint={"output": str(out.relative_to(storage.root))})
         ))
         if done:

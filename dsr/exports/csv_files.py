@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 # A spreadsheet treats a cell starting with these as a formula (CSV injection): prefix a quote.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -40,10 +41,22 @@ class CsvTableWriter:
 
 
 class CsvDirectorySink:
-    """``<directory>/<table>.csv`` for each table a connector opens."""
+    """``<directory>/<table>.csv`` for each table a connector opens; files under ``<directory>/<table>/``."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
     def open_table(self, name: str, columns: Sequence[str]) -> CsvTableWriter:
-        return CsvTableWriter(self.directory / f"{name}.csv", columns)
+        return CsvTableWriter(self.directory / f"{_safe(name)}.csv", columns)
+
+    def add_file(self, table: str, name: str, content: BinaryIO) -> None:
+        target = self.directory / _safe(table) / _safe(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("wb") as out:
+            shutil.copyfileobj(content, out, 1024 * 1024)
+
+
+def _safe(name: str) -> str:
+    """A file name from a store's value: no folders, no hidden files, no control characters."""
+    cleaned = "".join(c if c.isalnum() or c in "-_.@+" else "_" for c in name).lstrip(".")
+    return cleaned[:150] or "unnamed"

@@ -3,21 +3,27 @@
 from dsr.stores.base import (
     CollectResult,
     Connector,
+    ConnectorContext,
     NotSupported,
     StoreUnavailable,
     Subject,
     TableSink,
+    TableWriter,
     connector_class,
     register,
+    validate_store,
 )
 
 __all__ = [
     "CollectResult",
     "Connector",
+    "ConnectorContext",
     "NotSupported",
     "StoreUnavailable",
     "Subject",
     "TableSink",
+    "TableWriter",
     "connector_class",
     "register",
+    "validate_store",
 ]

@@ -1,18 +1,23 @@
 """The connector contract, and the registry that finds a connector by its data map type name.
 
-A connector finds one subject's data in one store and can ``collect``, ``erase``, ``rectify`` and
-``restrict`` it; operations a store cannot do raise ``NotSupported``. Every operation must be
-idempotent: a retried job runs it again.
+A connector finds one subject's data in one store. It can ``collect`` (and later ``erase``,
+``rectify``, ``restrict``); what a store cannot do raises ``NotSupported``. Every operation must be
+idempotent: a retried job runs it again. Each connector declares the settings it reads from the
+data map (``connection``, identity lookups, per-table options) as marshmallow schemas, so
+``dsr datamap check`` validates them with file and line before anything runs.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from pathlib import Path
+from typing import Any, BinaryIO, ClassVar, Protocol
 
-from dsr.datamap import Store
+from marshmallow import EXCLUDE, Schema, ValidationError
+
+from dsr.datamap.model import Store
 
 
 class NotSupported(Exception):
@@ -30,8 +35,8 @@ class Subject:
     identities: Mapping[str, str]
 
     @classmethod
-    def from_email(cls, email: str) -> Subject:
-        return cls({"email": email.strip().lower()})
+    def from_email(cls, email: str, **others: str) -> Subject:
+        return cls({"email": email.strip().lower(), **{k: v for k, v in others.items() if v}})
 
 
 class TableWriter(Protocol):
@@ -41,25 +46,64 @@ class TableWriter(Protocol):
 
 
 class TableSink(Protocol):
-    """Where collected rows go, table by table, batch by batch (never a whole table in memory)."""
+    """Where collected records go, table by table, batch by batch (never a whole table in memory),
+    and files (recordings, attachments) one by one."""
 
     def open_table(self, name: str, columns: Sequence[str]) -> TableWriter: ...
+
+    def add_file(self, table: str, name: str, content: BinaryIO) -> None: ...
 
 
 @dataclass
 class CollectResult:
-    found: dict[str, int] = field(default_factory=dict)  # table -> rows
+    found: dict[str, int] = field(default_factory=dict)  # table -> records
+    files: dict[str, int] = field(default_factory=dict)  # table -> files
+    notes: list[str] = field(default_factory=list)  # what the DPO should know (e.g. processor reference)
 
     @property
     def total(self) -> int:
-        return sum(self.found.values())
+        return sum(self.found.values()) + sum(self.files.values())
+
+
+@dataclass(frozen=True)
+class ConnectorContext:
+    """What a connector may need beyond its store: the instance folder, and the other connectors
+    (a files store may find its blobs through a SQL store's index table)."""
+
+    instance_dir: Path
+    connector_for: Any = None  # Callable[[str], Connector]
+
+
+class _Options(Schema):
+    class Meta:
+        unknown = EXCLUDE
 
 
 class Connector:
     type_name: ClassVar[str]
+    connection_schema: ClassVar[type[Schema]] = _Options
+    identity_schema: ClassVar[type[Schema]] = _Options
+    table_schema: ClassVar[type[Schema]] = _Options
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, context: ConnectorContext) -> None:
         self.store = store
+        self.context = context
+
+    @classmethod
+    def validate(cls, store: Store) -> list[tuple[str, str]]:
+        """Problems with this connector's settings in the data map, as (dotted path, message)."""
+        problems: list[tuple[str, str]] = []
+        base = f"stores.{store.name}"
+        problems += _check(cls.connection_schema, store.connection, f"{base}.connection")
+        for kind, spec in store.identities.items():
+            problems += _check(cls.identity_schema, spec, f"{base}.identities.{kind}")
+        for name, table in store.tables.items():
+            problems += _check(cls.table_schema, table.options, f"{base}.tables.{name}")
+        return problems
+
+    def check(self) -> list[str]:
+        """Connect and report what the data map names but the store lacks (``datamap check --connect``)."""
+        return []
 
     def collect(self, subject: Subject, sink: TableSink) -> CollectResult:
         raise NotSupported(f"{self.type_name} cannot collect")
@@ -68,10 +112,32 @@ class Connector:
         """Release connections; called when the worker shuts down."""
 
 
+def _check(schema: type[Schema], data: Mapping[str, Any], path: str) -> list[tuple[str, str]]:
+    try:
+        schema().load(dict(data))
+    except ValidationError as exc:
+        return list(_flatten(exc.messages, path))
+    return []
+
+
+def _flatten(messages: Any, prefix: str) -> Iterable[tuple[str, str]]:
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            yield from _flatten(value, prefix if key == "_schema" else f"{prefix}.{key}")
+    else:
+        yield prefix, " ".join(messages) if isinstance(messages, list) else str(messages)
+
+
 _REGISTRY: dict[str, type[Connector]] = {}
 # Built-in connectors by type name -> module; imported on first use so a missing driver of one
 # store type never stops the others from loading.
-_BUILTIN = {"sql": "dsr.stores.sql"}
+_BUILTIN = {
+    "sql": "dsr.stores.sql",
+    "jsonl": "dsr.stores.jsonl",
+    "files": "dsr.stores.files",
+    "processor": "dsr.stores.processor",
+    "manual": "dsr.stores.manual",
+}
 
 
 def register(cls: type[Connector]) -> type[Connector]:
@@ -81,11 +147,21 @@ def register(cls: type[Connector]) -> type[Connector]:
 
 def connector_class(type_name: str) -> type[Connector]:
     if type_name not in _REGISTRY and type_name in _BUILTIN:
-        importlib.import_module(_BUILTIN[type_name])
+        try:
+            importlib.import_module(_BUILTIN[type_name])
+        except ImportError as exc:
+            raise NotSupported(f"connector {type_name!r} cannot load: {exc}") from exc
     try:
         return _REGISTRY[type_name]
     except KeyError:
-        raise NotSupported(f"no connector for store type {type_name!r}") from None
+        known = ", ".join(sorted(set(_REGISTRY) | set(_BUILTIN)))
+        raise NotSupported(f"no connector for store type {type_name!r} (known: {known})") from None
 
 
-ConnectorFactory = Callable[[Store], Connector]
+def validate_store(store: Store) -> list[tuple[str, str]]:
+    """The data map loader's hook: check a store's connector-specific settings."""
+    try:
+        cls = connector_class(store.connector)
+    except NotSupported as exc:
+        return [(f"stores.{store.name}.connector", str(exc))]
+    return cls.validate(store)

@@ -8,28 +8,86 @@ nested ``IN (SELECT ...)``, and streamed in batches through a server-side cursor
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, Engine, MetaData, Table, false, or_, select
-from sqlalchemy.exc import NoSuchTableError, OperationalError
+from typing import Any
 
-from dsr.datamap import Store
+from marshmallow import RAISE, Schema, ValidationError, fields, validates_schema
+from sqlalchemy import ColumnElement, Engine, MetaData, Table, false, func, inspect, or_, select
+from sqlalchemy.exc import NoSuchTableError, OperationalError, SQLAlchemyError
+
 from dsr.db import make_engine
 from dsr.stores.base import CollectResult, Connector, StoreUnavailable, Subject, TableSink, register
+
+
+class _Connection(Schema):
+    class Meta:
+        unknown = RAISE
+
+    url = fields.String(required=True)
+    batch_size = fields.Integer(load_default=5000)
+
+
+class _Identity(Schema):
+    class Meta:
+        unknown = RAISE
+
+    table = fields.String(required=True)
+    column = fields.String(required=True)
+
+
+class _TableOptions(Schema):
+    class Meta:
+        unknown = RAISE
+
+    key = fields.String(load_default="id")
+    # column in this table -> "other_table.column": how rows here belong to rows there
+    references = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+
+    @validates_schema
+    def _targets(self, data: dict[str, Any], **_: Any) -> None:
+        for _column, target in data["references"].items():
+            if target.count(".") != 1:
+                raise ValidationError(f"{target!r} must be written table.column", "references")
 
 
 @register
 class SqlConnector(Connector):
     type_name = "sql"
-    batch_size = 5000
+    connection_schema = _Connection
+    identity_schema = _Identity
+    table_schema = _TableOptions
 
-    def __init__(self, store: Store) -> None:
-        super().__init__(store)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._engine: Engine | None = None
         self._tables: dict[str, Table] = {}
+
+    @classmethod
+    def validate(cls, store: Any) -> list[tuple[str, str]]:
+        problems = super().validate(store)
+        if problems:
+            return problems
+        base = f"stores.{store.name}"
+        refs = {name: _references(t.options) for name, t in store.tables.items()}
+        for name, targets in refs.items():
+            for column, (other, _col) in targets.items():
+                if other not in store.tables:
+                    problems.append((f"{base}.tables.{name}.references.{column}", f"unknown table {other!r}"))
+        for kind, ident in store.identities.items():
+            if ident["table"] not in store.tables:
+                problems.append((f"{base}.identities.{kind}.table", f"unknown table {ident['table']!r}"))
+        if problems:
+            return problems
+        roots = {ident["table"] for ident in store.identities.values()}
+        if not roots:
+            problems.append((f"{base}.identities", "names no way to find a subject (e.g. email: {table, column})"))
+        for name in store.tables:
+            problems += _reachable(base, name, refs, roots, ())
+        return problems
 
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = make_engine(self.store.url)
+            self._engine = make_engine(self.store.connection["url"])
         return self._engine
 
     def _reflect(self) -> dict[str, Table]:
@@ -39,21 +97,57 @@ class SqlConnector(Connector):
                 metadata.reflect(self.engine, only=list(self.store.tables))
             except (NoSuchTableError, OperationalError) as exc:
                 raise StoreUnavailable(f"store {self.store.name}: {exc.__class__.__name__}: {exc}") from exc
-            except Exception as exc:  # e.g. InvalidRequestError for tables missing from `only`
+            except SQLAlchemyError as exc:  # e.g. InvalidRequestError for tables missing from `only`
                 raise StoreUnavailable(f"store {self.store.name}: {exc}") from exc
             self._tables = dict(metadata.tables)
         return self._tables
+
+    def check(self) -> list[str]:
+        """Tables and columns the map names must exist; identity and reference columns should be indexed."""
+        try:
+            inspector = inspect(self.engine)
+            existing = set(inspector.get_table_names())
+        except SQLAlchemyError as exc:
+            return [f"stores.{self.store.name}.connection.url: cannot connect: {exc.__class__.__name__}: {exc}"]
+        problems: list[str] = []
+        base = f"stores.{self.store.name}"
+        for name, table in self.store.tables.items():
+            if name not in existing:
+                problems.append(f"{base}.tables.{name}: no such table in the store")
+                continue
+            columns = {c["name"] for c in inspector.get_columns(name)}
+            indexed = {next(iter(i["column_names"])) for i in inspector.get_indexes(name) if i["column_names"]}
+            pk = inspector.get_pk_constraint(name).get("constrained_columns") or []
+            indexed.update(pk[:1])
+            indexed.update(u["column_names"][0] for u in inspector.get_unique_constraints(name) if u["column_names"])
+            needed = [(f"{base}.tables.{name}.fields.{c}", c) for c in table.fields]
+            needed.append((f"{base}.tables.{name}.key", table.options.get("key", "id")))
+            needed += [(f"{base}.tables.{name}.references.{c}", c) for c in _references(table.options)]
+            for path, column in needed:
+                if column not in columns:
+                    problems.append(f"{path}: no column {column!r} in table {name}")
+            for column in _references(table.options):
+                if column in columns and column not in indexed:
+                    problems.append(f"warning: {base}.tables.{name}.references.{column}: no index on {name}.{column};"
+                                    " finding a subject's rows will scan the table")
+        for kind, ident in self.store.identities.items():
+            table, column = ident["table"], ident["column"]
+            if table in existing and column not in {c["name"] for c in inspector.get_columns(table)}:
+                problems.append(f"{base}.identities.{kind}.column: no column {column!r} in table {table}")
+        return problems
 
     def membership(self, table: str, subject: Subject) -> ColumnElement[bool]:
         """The condition that a row of ``table`` belongs to the subject."""
         tables = self._reflect()
         t = tables[table]
-        conditions: list[ColumnElement[bool]] = [
-            t.c[column] == subject.identities[kind]
-            for kind, (ident_table, column) in self.store.identities.items()
-            if ident_table == table and kind in subject.identities
-        ]
-        for column, (other, other_column) in self.store.tables[table].references.items():
+        conditions: list[ColumnElement[bool]] = []
+        for kind, ident in self.store.identities.items():
+            if ident["table"] == table and kind in subject.identities:
+                column = t.c[ident["column"]]
+                # E-mail addresses are compared case-insensitively, or "Max@..." would be missed.
+                left = func.lower(column) if kind == "email" else column
+                conditions.append(left == subject.identities[kind])
+        for column, (other, other_column) in _references(self.store.tables[table].options).items():
             o = tables[other]
             conditions.append(t.c[column].in_(select(o.c[other_column]).where(self.membership(other, subject))))
         return or_(*conditions) if conditions else false()
@@ -61,17 +155,18 @@ class SqlConnector(Connector):
     def collect(self, subject: Subject, sink: TableSink) -> CollectResult:
         tables = self._reflect()
         result = CollectResult()
+        batch = int(self.store.connection.get("batch_size", 5000))
         try:
             with self.engine.connect() as conn:
                 for name, spec in self.store.tables.items():
                     t = tables[name]
-                    stmt = select(t).where(self.membership(name, subject)).order_by(t.c[spec.key])
-                    rows = conn.execution_options(yield_per=self.batch_size).execute(stmt)
+                    stmt = select(t).where(self.membership(name, subject)).order_by(t.c[spec.options.get("key", "id")])
+                    rows = conn.execution_options(yield_per=batch).execute(stmt)
                     writer = sink.open_table(name, list(rows.keys()))
                     count = 0
-                    for batch in rows.partitions():
-                        writer.write(batch)
-                        count += len(batch)
+                    for part in rows.partitions():
+                        writer.write(part)
+                        count += len(part)
                     writer.close()
                     result.found[name] = count
         except OperationalError as exc:
@@ -81,3 +176,27 @@ class SqlConnector(Connector):
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
+
+
+def _references(options: Any) -> dict[str, tuple[str, str]]:
+    out = {}
+    for column, target in (options.get("references") or {}).items():
+        other, _, other_column = str(target).partition(".")
+        out[column] = (other, other_column)
+    return out
+
+
+def _reachable(base: str, name: str, refs: dict[str, dict[str, tuple[str, str]]], roots: set[str],
+               seen: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Every table must lead to an identity table through its references, without cycles."""
+    if name in seen:
+        return [(f"{base}.tables.{seen[0]}.references", "references form a cycle: " + " -> ".join((*seen, name)))]
+    if name in roots:
+        return []
+    if not refs[name]:
+        return [(f"{base}.tables.{name}", "no reference leads to an identity table, so the subject's rows "
+                 "in it cannot be found")]
+    problems: list[tuple[str, str]] = []
+    for other, _ in refs[name].values():
+        problems += _reachable(base, other, refs, roots, (*seen, name))
+    return problems

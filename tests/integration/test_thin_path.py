@@ -109,7 +109,8 @@ def test_tampered_or_foreign_download_links_get_no_data(client, auth, run_jobs):
 
 def test_worker_failure_in_a_store_marks_the_request_failed(client, auth, run_jobs, app, monkeypatch, tmp_path):
     runtime = app.extensions["dsr"].runtime
-    broken = replace(runtime.datamap.stores["portal_db"], url=f"sqlite:///{tmp_path}/missing/store.sqlite")
+    store = runtime.datamap.stores["portal_db"]
+    broken = replace(store, connection={**store.connection, "url": f"sqlite:///{tmp_path}/missing/store.sqlite"})
     monkeypatch.setattr(runtime, "datamap", replace(runtime.datamap, stores={"portal_db": broken}))
     created = submit(client)
     client.post(f"/api/v1/requests/{created['id']}/verify", headers=auth)

@@ -1,0 +1,166 @@
+"""The data map as plain, immutable objects: what the domain, connectors and reports read."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+Localized = Mapping[str, str]  # {"de": ..., "en": ...}
+
+
+@dataclass(frozen=True)
+class Contact:
+    name: str
+    address: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class Authority(Contact):
+    scope: Localized = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Controller(Contact):
+    dpo: Contact = field(default_factory=lambda: Contact(""))
+
+
+@dataclass(frozen=True)
+class Purpose:
+    id: str
+    legal_basis: str
+    description: Localized
+    legitimate_interest: Localized | None = None
+
+
+@dataclass(frozen=True)
+class RetentionRule:
+    id: str
+    anchor: str | None
+    duration: str | None
+    description: Localized
+    holds: tuple[str, ...] = ()
+    reference: str | None = None
+
+
+@dataclass(frozen=True)
+class Notify:
+    via: str  # store | email | manual | none
+    store: str | None = None
+    email: str | None = None
+    reason: Localized | None = None
+
+
+@dataclass(frozen=True)
+class Recipient:
+    id: str
+    name: str
+    role: str
+    country: str
+    notify: Notify
+    address: str | None = None
+    description: Localized | None = None
+
+
+@dataclass(frozen=True)
+class Transfer:
+    recipient: str
+    country: str
+    safeguard: Localized
+
+
+@dataclass(frozen=True)
+class Category:
+    id: str
+    title: Localized
+    purposes: tuple[str, ...]
+    source: Localized
+    retention: str
+    recipients: tuple[str, ...]
+    transfers: tuple[Transfer, ...]
+    portable: bool
+    erasure: str
+    authority: str
+    statutory_retention: str | None = None
+    automated_decisions: Localized | None = None
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    name: str
+    category: str
+    disclose: str = "export"  # export | mask | omit
+    mask: str | None = None
+    reason: Localized | None = None
+    description: Localized | None = None
+
+
+@dataclass(frozen=True)
+class Erasure:
+    method: str
+    fields: tuple[str, ...] = ()
+    reason: Localized | None = None
+    until: str | None = None
+
+
+@dataclass(frozen=True)
+class Table:
+    """A set of records in a store; ``options`` are the connector's own settings (key, references, ...)."""
+
+    name: str
+    category: str
+    fields: Mapping[str, FieldRule]
+    options: Mapping[str, Any]
+    erasure: Erasure | None = None
+    description: Localized | None = None
+
+    def rule(self, column: str) -> FieldRule:
+        """The rule of a column; one the map does not list is exported under the table's category."""
+        return self.fields.get(column) or FieldRule(column, self.category)
+
+
+@dataclass(frozen=True)
+class Store:
+    name: str
+    connector: str
+    description: Localized
+    connection: Mapping[str, Any]
+    identities: Mapping[str, Mapping[str, Any]]
+    tables: Mapping[str, Table]
+    recipient: str | None = None
+    deadline_days: int | None = None
+
+
+@dataclass(frozen=True)
+class DataMap:
+    version: str
+    date: date
+    controller: Controller
+    authorities: Mapping[str, Authority]
+    purposes: Mapping[str, Purpose]
+    retention: Mapping[str, RetentionRule]
+    recipients: Mapping[str, Recipient]
+    categories: Mapping[str, Category]
+    stores: Mapping[str, Store]
+    notice: Mapping[str, Any] = field(default_factory=dict)
+    source: Path | None = None
+    lines: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
+
+    def where(self, path: str) -> str:
+        """``file:line: path`` for messages about a part of the map."""
+        line = _nearest_line(self.lines, path)
+        prefix = f"{self.source or '<data map>'}" + (f":{line}" if line else "")
+        return f"{prefix}: {path}"
+
+
+def _nearest_line(lines: Mapping[str, int], path: str) -> int | None:
+    while path:
+        if path in lines:
+            return lines[path]
+        path = path.rpartition(".")[0]
+    return None
