@@ -134,7 +134,7 @@ def worker(burst: bool, simple: bool) -> None:
                                    "`dsr web`; separate workers need a shared Redis")
     connection = connect(settings)
     queue = make_queue(settings, connection)
-    rt = runtimes.build(settings, RqDispatcher(queue, settings.job_retries))
+    rt = runtimes.build(settings, RqDispatcher(queue, settings.retry_intervals))
     cls = DsrSimpleWorker if simple else DsrWorker
     cls([queue], connection=connection, runtime=rt).work(burst=burst, with_scheduler=True)
 
@@ -151,7 +151,7 @@ def sweeper(interval: float, once: bool) -> None:
     if not settings.redis_url:
         raise click.ClickException("DSR_REDIS_URL is not set: the embedded default sweeps inside `dsr web`")
     queue = make_queue(settings, connect(settings))
-    sweep = Sweeper(runtimes.build(settings, RqDispatcher(queue, settings.job_retries)), interval)
+    sweep = Sweeper(runtimes.build(settings, RqDispatcher(queue, settings.retry_intervals)), interval)
     if once:
         click.echo(f"{sweep.sweep_once()} job(s) sent")
         return

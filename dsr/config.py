@@ -16,6 +16,20 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_DATAMAP = PACKAGE_DIR / "datamap" / "default.yaml"
 
 
+def _intervals(raw: str | None) -> tuple[int, ...]:
+    if raw is None:
+        return (10, 60, 300)
+    if raw.lower() == "none":
+        return ()
+    try:
+        values = tuple(int(v) for v in raw.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"DSR_JOB_RETRY_INTERVALS must be seconds separated by commas, got {raw!r}") from None
+    if any(v < 0 for v in values):
+        raise ConfigError("DSR_JOB_RETRY_INTERVALS must not be negative")
+    return values
+
+
 def project_folder(name: str) -> Path:
     """A top-level folder of the project (``migrations``, ``templates``): next to the package in a
     source checkout or editable install, else in the working directory (the container's /app)."""
@@ -45,7 +59,8 @@ class Settings:
     artifact_ttl_days: int = 30
     download_link_ttl_seconds: int = 7 * 24 * 3600
     embedded_worker: bool = True
-    job_retries: int = 3
+    retry_intervals: tuple[int, ...] = (10, 60, 300)
+    processor_deadline_days: int = 10
     outbox_grace_seconds: int = 30
     base_url: str | None = None
 
@@ -98,7 +113,8 @@ class Settings:
             artifact_ttl_days=integer("DSR_ARTIFACT_TTL_DAYS", 30),
             download_link_ttl_seconds=integer("DSR_DOWNLOAD_LINK_TTL", 7 * 24 * 3600),
             embedded_worker=(get("DSR_EMBEDDED_WORKER") or "1").lower() not in ("0", "false", "no", "off"),
-            job_retries=integer("DSR_JOB_RETRIES", 3),
+            retry_intervals=_intervals(get("DSR_JOB_RETRY_INTERVALS")),
+            processor_deadline_days=integer("DSR_PROCESSOR_DEADLINE_DAYS", 10),
             base_url=get("DSR_BASE_URL"),
         )
         return replace(settings, **overrides) if overrides else settings  # type: ignore[arg-type]

@@ -28,6 +28,7 @@ class JobSpec:
     function: str
     args: tuple[Any, ...]
     depends_on: tuple[str, ...] = ()
+    not_before: datetime | None = None
 
 
 class Dispatcher(Protocol):
@@ -38,9 +39,11 @@ class Dispatcher(Protocol):
         ...
 
 
-def schedule(session: Session, function: str, *args: Any, job_id: str, depends_on: Sequence[str] = ()) -> None:
-    """Store a job to run once the current transaction commits."""
-    session.add(OutboxJob(job_id=job_id, function=function, args=list(args), depends_on=list(depends_on)))
+def schedule(session: Session, function: str, *args: Any, job_id: str, depends_on: Sequence[str] = (),
+             not_before: datetime | None = None) -> None:
+    """Store a job to run once the current transaction commits (and not before ``not_before``)."""
+    session.add(OutboxJob(job_id=job_id, function=function, args=list(args), depends_on=list(depends_on),
+                          not_before=not_before))
 
 
 def install(factory: sessionmaker[Session], dispatcher: Dispatcher) -> None:
@@ -126,7 +129,7 @@ def _is_known(dispatcher: Dispatcher, job_id: str) -> bool:
 
 
 def _spec(row: OutboxJob) -> JobSpec:
-    return JobSpec(row.job_id, row.function, tuple(row.args), tuple(row.depends_on))
+    return JobSpec(row.job_id, row.function, tuple(row.args), tuple(row.depends_on), row.not_before)
 
 
 def _note_failure(factory: sessionmaker[Session], ids: list[int], exc: Exception) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -24,8 +26,6 @@ from dsr.outbox import JobSpec
 
 log = logging.getLogger(__name__)
 
-# Store jobs meet flaky networks and busy databases: retry with growing pauses (seconds).
-RETRY_INTERVALS = [5, 30, 120, 300]
 JOB_TIMEOUT = 3600
 
 
@@ -42,17 +42,22 @@ def connect(settings: Settings) -> redis.Redis:
 
 
 class RqDispatcher:
-    def __init__(self, queue: Queue, retries: int) -> None:
+    def __init__(self, queue: Queue, retry_intervals: Sequence[int]) -> None:
         self.queue = queue
-        self.retries = retries
+        # Store jobs meet flaky networks and busy databases: retried with these pauses (seconds).
+        self.retry_intervals = list(retry_intervals)
 
     def send(self, job: JobSpec) -> None:
         depends_on = Dependency(jobs=list(job.depends_on), allow_failure=True) if job.depends_on else None
         retry = None
-        if job.function == work.COLLECT and self.retries > 0:
-            retry = Retry(max=self.retries, interval=RETRY_INTERVALS[: self.retries])
-        self.queue.enqueue(job.function, *job.args, job_id=job.job_id, depends_on=depends_on, retry=retry,
-                           job_timeout=JOB_TIMEOUT, result_ttl=24 * 3600, failure_ttl=30 * 24 * 3600)
+        if job.function == work.COLLECT and self.retry_intervals:
+            retry = Retry(max=len(self.retry_intervals), interval=self.retry_intervals)
+        options: dict[str, Any] = {"job_id": job.job_id, "depends_on": depends_on, "retry": retry,
+                                   "job_timeout": JOB_TIMEOUT, "result_ttl": 24 * 3600, "failure_ttl": 30 * 24 * 3600}
+        if job.not_before is not None and job.not_before > datetime.now(UTC):
+            self.queue.enqueue_at(job.not_before, job.function, *job.args, **options)
+        else:
+            self.queue.enqueue(job.function, *job.args, **options)
 
     def is_known(self, job_id: str) -> bool:
         try:

@@ -129,7 +129,7 @@ def settings(backend: Backend, clean_db: None, tmp_path: Path, monkeypatch: pyte
         storage_dir=tmp_path / "storage",
         queue_name=f"dsr-test-{uuid.uuid4().hex[:8]}",
         embedded_worker=False,
-        job_retries=0,
+        retry_intervals=(),
     )
 
 
@@ -183,8 +183,8 @@ def run_jobs(app: Flask):  # type: ignore[no-untyped-def]
     """Run every queued job (and those they enqueue) in this thread, then return."""
     context = app.extensions["dsr"]
 
-    def run() -> bool:
+    def run(max_jobs: int | None = None) -> bool:
         worker = DsrSimpleWorker([context.queue], connection=context.queue.connection, runtime=context.runtime)
-        return worker.work(burst=True, logging_level="WARNING")
+        return worker.work(burst=True, logging_level="WARNING", max_jobs=max_jobs)
 
     return run

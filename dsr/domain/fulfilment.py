@@ -19,13 +19,14 @@ from sqlalchemy import CursorResult, Result, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dsr.datamap import DataMap
-from dsr.domain import audit
+from dsr.domain import audit, work
 from dsr.domain.errors import NotFound
 from dsr.exports.csv_files import CsvDirectorySink
 from dsr.exports.disclosure import DisclosingSink
 from dsr.exports.package import PackedFile, build_zip
 from dsr.models import Artifact, Request, RequestStatus, Task, TaskStatus, utcnow
-from dsr.stores import Connector, Subject
+from dsr.outbox import schedule
+from dsr.stores import Connector, Pending, Subject
 
 WORKER = "worker"
 
@@ -44,6 +45,9 @@ class Storage:
         return self.root / "packages" / str(request_id) / filename
 
 
+CLAIMABLE = (TaskStatus.QUEUED.value, TaskStatus.RUNNING.value, TaskStatus.WAITING.value)
+
+
 def collect(
     sessions: sessionmaker[Session],
     connector_for: Callable[[str], Connector],
@@ -51,12 +55,13 @@ def collect(
     task_id: uuid.UUID,
     *,
     final_attempt: bool,
+    processor_deadline: timedelta = timedelta(days=10),
 ) -> Task | None:
     """Run one collect task. Returns None when there was nothing to do (already done elsewhere)."""
     with sessions.begin() as session:
         claimed = _rowcount(session.execute(
             update(Task)
-            .where(Task.id == task_id, Task.status.in_([TaskStatus.QUEUED.value, TaskStatus.RUNNING.value]))
+            .where(Task.id == task_id, Task.status.in_(CLAIMABLE))
             .values(status=TaskStatus.RUNNING.value, attempts=Task.attempts + 1, started_at=utcnow(), error=None)
         ))
         if not claimed:
@@ -65,14 +70,19 @@ def collect(
         assert task is not None
         request = session.get(Request, task.request_id)
         assert request is not None
-        attempt, store, request_id, email = task.attempts, task.store, task.request_id, request.email
+        attempt, store, request_id = task.attempts, task.store, task.request_id
+        subject = Subject.from_email(request.email, case_id=str(request.id), received_at=request.received_at,
+                                     request_type=request.type)
 
     out = storage.work_dir(request_id, store, attempt)
     shutil.rmtree(out, ignore_errors=True)
     try:
         connector = connector_for(store)
         sink = DisclosingSink(CsvDirectorySink(out), connector.store)
-        result = connector.collect(Subject.from_email(email), sink)
+        result = connector.collect(subject, sink)
+    except Pending as pending:
+        days = connector.store.deadline_days
+        return _wait(sessions, task_id, attempt, pending, timedelta(days=days) if days else processor_deadline)
     except Exception as exc:
         _fail(sessions, task_id, attempt, exc, final_attempt)
         raise
@@ -87,8 +97,53 @@ def collect(
         ))
         if done:
             audit.record(session, "task.completed", actor=WORKER, request_id=request_id,
-                         data={"store": store, "action": "collect", "attempt": attempt, "found": result.found})
+                         data={"store": store, "action": "collect", "attempt": attempt, "found": result.found,
+                               "files": result.files})
         return session.get(Task, task_id)
+
+
+def _wait(sessions: sessionmaker[Session], task_id: uuid.UUID, attempt: int, pending: Pending,
+          deadline: timedelta) -> Task | None:
+    """The store answers later: poll again after ``retry_after``, and fail once its deadline passed."""
+    now = utcnow()
+    with sessions.begin() as session:
+        task = session.get(Task, task_id, with_for_update=True)
+        if task is None or task.attempts != attempt:
+            return task
+        previous = task.checkpoint or {}
+        since = datetime.fromisoformat(previous["waiting_since"]) if "waiting_since" in previous else now
+        if now - since > deadline:
+            task.status, task.finished_at = TaskStatus.FAILED.value, now
+            task.error = f"the store did not answer within {deadline.days} days (reference {pending.reference})"
+            audit.record(session, "task.failed", actor=WORKER, request_id=task.request_id,
+                         data={"store": task.store, "attempt": attempt, "error": "deadline"})
+            schedule(session, work.ASSEMBLE, str(task.request_id),
+                     job_id=work.assemble_id(task.request_id, f"{task.id.hex[:8]}-{attempt}"))
+            return task
+        task.status = TaskStatus.WAITING.value
+        task.checkpoint = {"reference": pending.reference, "waiting_since": since.isoformat()}
+        task.counts = {**(task.counts or {}), "notes": [pending.note] if pending.note else []}
+        if "waiting_since" not in previous:
+            audit.record(session, "task.waiting", actor=WORKER, request_id=task.request_id,
+                         data={"store": task.store, "reference": pending.reference})
+        poll = work.collect_id(task.id, attempt + 1)
+        schedule(session, work.COLLECT, str(task.id), job_id=poll,
+                 not_before=now + timedelta(seconds=pending.retry_after))
+        schedule(session, work.ASSEMBLE, str(task.request_id),
+                 job_id=work.assemble_id(task.request_id, f"{task.id.hex[:8]}-{attempt + 1}"), depends_on=[poll])
+        return task
+
+
+def wake(session: Session, task: Task) -> bool:
+    """The store says its answer is ready (a signed callback): collect now instead of at the next poll."""
+    if task.status != TaskStatus.WAITING:
+        return False
+    job = work.collect_id(task.id, f"{task.attempts + 1}-wake")
+    schedule(session, work.COLLECT, str(task.id), job_id=job)
+    schedule(session, work.ASSEMBLE, str(task.request_id),
+             job_id=work.assemble_id(task.request_id, f"{task.id.hex[:8]}-{task.attempts + 1}-wake"),
+             depends_on=[job])
+    return True
 
 
 def _rowcount(result: Result[Any]) -> int:
@@ -124,12 +179,15 @@ def assemble(
         if request.status != RequestStatus.IN_PROGRESS:
             return request  # assembled already, or not planned: nothing to do
         tasks = list(session.execute(select(Task).where(Task.request_id == request_id)).scalars())
+        if any(not TaskStatus(t.status).terminal for t in tasks):
+            return request  # a store is still working (or waiting): a later assemble job finishes
         failed = [t for t in tasks if t.status != TaskStatus.DONE]
         if failed:
             request.status = RequestStatus.FAILED.value
             request.version += 1
             audit.record(session, "request.failed", actor=WORKER, request_id=request_id, at=now, data={
                 "stores": {t.store: t.status for t in failed},
+                "kept": sorted(t.store for t in tasks if t.status == TaskStatus.DONE),
             })
             return request
         package = _package(request, tasks, datamap, storage, now)

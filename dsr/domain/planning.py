@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from dsr.datamap import DataMap
 from dsr.domain import audit, work
+from dsr.domain.errors import InvalidTransition, NotFound
 from dsr.models import Request, RequestStatus, RequestType, Task, TaskAction, TaskStatus
 from dsr.outbox import schedule
 
@@ -50,3 +51,24 @@ def plan(session: Session, request: Request, datamap: DataMap, *, now: datetime)
     schedule(session, work.ASSEMBLE, str(request.id), job_id=work.assemble_id(request.id, 1),
              depends_on=collect_jobs)
     return tasks
+
+
+def rerun(session: Session, request: Request, task: Task, *, actor: str, now: datetime) -> Task:
+    """Run one store's task again (after the store was mended); the request is assembled anew after it."""
+    if task.request_id != request.id:
+        raise NotFound(f"task {task.id} does not belong to request {request.reference}")
+    if task.status != TaskStatus.FAILED:
+        raise InvalidTransition(f"task {task.store} is {task.status}; only a failed task can be run again")
+    if request.status not in (RequestStatus.FAILED, RequestStatus.IN_PROGRESS):
+        raise InvalidTransition(f"request {request.reference} is {request.status}")
+    task.status, task.error, task.finished_at = TaskStatus.QUEUED.value, None, None
+    request.status = RequestStatus.IN_PROGRESS.value
+    request.version += 1
+    audit.record(session, "task.rerun", actor=actor, request_id=request.id, at=now,
+                 data={"store": task.store, "action": task.action, "after_attempts": task.attempts})
+    run = f"{task.attempts + 1}-rerun"
+    job = work.collect_id(task.id, run)
+    schedule(session, work.COLLECT, str(task.id), job_id=job)
+    schedule(session, work.ASSEMBLE, str(request.id), job_id=work.assemble_id(request.id, f"{task.id.hex[:8]}-{run}"),
+             depends_on=[job])
+    return task

@@ -16,9 +16,9 @@ def advance_id(request_id: uuid.UUID, step: str) -> str:
     return f"dsr-advance-{request_id}-{step}"
 
 
-def collect_id(task_id: uuid.UUID, run: int) -> str:
+def collect_id(task_id: uuid.UUID, run: int | str) -> str:
     return f"dsr-collect-{task_id}-{run}"
 
 
-def assemble_id(request_id: uuid.UUID, run: int) -> str:
+def assemble_id(request_id: uuid.UUID, run: int | str) -> str:
     return f"dsr-assemble-{request_id}-{run}"

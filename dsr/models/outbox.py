@@ -23,6 +23,7 @@ class OutboxJob(Base):
     function: Mapped[str] = mapped_column(String(120))
     args: Mapped[list[Any]] = mapped_column(JSON, default=list)
     depends_on: Mapped[list[str]] = mapped_column(JSON, default=list)
+    not_before: Mapped[datetime | None]  # run no earlier than this (polling a processor later)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)

@@ -26,6 +26,7 @@ class TaskAction(enum.StrEnum):
 class TaskStatus(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
+    WAITING = "waiting"  # the store (a processor) accepted the request and answers later
     DONE = "done"
     FAILED = "failed"
 

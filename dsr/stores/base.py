@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, Protocol
 
@@ -28,15 +29,33 @@ class StoreUnavailable(Exception):
     """The store could not be reached or read; the job will be retried."""
 
 
+class Pending(Exception):
+    """The store accepted the request and will answer later (a processor working asynchronously).
+
+    ``reference`` is the store's id for it; ``retry_after`` how many seconds until asking again.
+    """
+
+    def __init__(self, reference: str, retry_after: float, note: str = "") -> None:
+        super().__init__(note or f"pending at the store as {reference}")
+        self.reference, self.retry_after, self.note = reference, retry_after, note
+
+
 @dataclass(frozen=True)
 class Subject:
-    """How the data subject is known: identity type (email, phone, ...) -> normalised value."""
+    """How the data subject is known (identity type -> normalised value), and the case asking.
+
+    ``case_id`` is stable across retries, so a store that takes requests (a processor) can be
+    asked idempotently; ``received_at`` is the original receipt, which processors must be told.
+    """
 
     identities: Mapping[str, str]
+    case_id: str | None = None
+    received_at: datetime | None = None
+    request_type: str | None = None
 
     @classmethod
-    def from_email(cls, email: str, **others: str) -> Subject:
-        return cls({"email": email.strip().lower(), **{k: v for k, v in others.items() if v}})
+    def from_email(cls, email: str, **context: Any) -> Subject:
+        return cls({"email": email.strip().lower()}, **context)
 
 
 class TableWriter(Protocol):

@@ -153,6 +153,13 @@ class SqlConnector(Connector):
         return or_(*conditions) if conditions else false()
 
     def collect(self, subject: Subject, sink: TableSink) -> CollectResult:
+        try:
+            return self._collect(subject, sink)
+        except StoreUnavailable:
+            self.close()  # the next attempt connects and reflects afresh: the store may be back by then
+            raise
+
+    def _collect(self, subject: Subject, sink: TableSink) -> CollectResult:
         tables = self._reflect()
         result = CollectResult()
         batch = int(self.store.connection.get("batch_size", 5000))
@@ -176,6 +183,7 @@ class SqlConnector(Connector):
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
+        self._engine, self._tables = None, {}
 
 
 def _references(options: Any) -> dict[str, tuple[str, str]]:

@@ -11,9 +11,9 @@ from flask_smorest import Blueprint, abort
 from sqlalchemy import update
 from werkzeug.wrappers import Response
 
-from dsr.domain import audit, intake
+from dsr.domain import audit, intake, planning
 from dsr.domain.errors import InvalidTransition, NotFound
-from dsr.models import Artifact, RequestType, utcnow
+from dsr.models import Artifact, RequestType, Task, utcnow
 from dsr.web.auth import principal, require_token
 from dsr.web.context import runtime
 from dsr.web.downloads import LinkSigner
@@ -22,6 +22,7 @@ from dsr.web.schemas import (
     RequestSchema,
     SubmitRequestSchema,
     SubmittedSchema,
+    TaskSchema,
     VerifySchema,
 )
 
@@ -115,6 +116,28 @@ class Artifacts(MethodView):
                                                         _external=True)}
                 for a in request.artifacts if a.purged_at is None
             ]
+
+
+@blp.route("/requests/<uuid:request_id>/tasks/<uuid:task_id>/rerun")
+class Rerun(MethodView):
+    @blp.doc(security=BEARER)
+    @require_token
+    @blp.response(202, TaskSchema)
+    @blp.alt_response(401, description=UNAUTHORIZED)
+    @blp.alt_response(404, description="No such request or task")
+    @blp.alt_response(409, description="The task has not failed")
+    def post(self, request_id: uuid.UUID, task_id: uuid.UUID) -> Task:
+        """Run one store's failed task again (after the store was mended); the package is then rebuilt."""
+        with runtime().sessions.begin() as session:
+            request = _get(session, request_id, for_update=True)
+            task = session.get(Task, task_id, with_for_update=True)
+            if task is None or task.request_id != request.id:
+                _abort(404, f"request {request.reference} has no task {task_id}")
+            try:
+                planning.rerun(session, request, task, actor=principal().actor, now=utcnow())
+            except InvalidTransition as exc:
+                _abort(409, str(exc))
+            return task
 
 
 @blp.route("/artifacts/<uuid:artifact_id>/download")

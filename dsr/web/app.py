@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
     )
     connection = connect(settings)
     queue = make_queue(settings, connection)
-    dispatcher = RqDispatcher(queue, settings.job_retries)
+    dispatcher = RqDispatcher(queue, settings.retry_intervals)
     runtime = runtimes.build(settings, dispatcher)
     context = WebContext(runtime, queue)
     app.extensions["dsr"] = context

@@ -67,10 +67,22 @@ def test_development_needs_nothing(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["DSR_TARGET_BUFFER_DAYS", "DSR_ARTIFACT_TTL_DAYS", "DSR_DOWNLOAD_LINK_TTL",
-                                  "DSR_JOB_RETRIES"])
+                                  "DSR_PROCESSOR_DEADLINE_DAYS"])
 def test_a_bad_integer_names_its_variable(name):
     with pytest.raises(ConfigError, match=f"{name} must be a whole number.*'five'"):
         Settings.from_env({name: "five"})
+
+
+@pytest.mark.parametrize("raw", ["5,x", "10;20", "-5"])
+def test_bad_retry_intervals_are_refused(raw):
+    with pytest.raises(ConfigError, match="DSR_JOB_RETRY_INTERVALS"):
+        Settings.from_env({"DSR_JOB_RETRY_INTERVALS": raw})
+
+
+def test_retry_intervals_are_read():
+    assert Settings.from_env({"DSR_JOB_RETRY_INTERVALS": "1, 2,3"}).retry_intervals == (1, 2, 3)
+    assert Settings.from_env({}).retry_intervals == (10, 60, 300)
+    assert Settings.from_env({"DSR_JOB_RETRY_INTERVALS": "none"}).retry_intervals == ()
 
 
 def test_an_unknown_mode_is_refused():
@@ -273,7 +285,7 @@ def test_a_separate_forking_worker_process_completes_a_request(backend, settings
         "DSR_DATABASE_URL": backend.database_url, "DSR_REDIS_URL": backend.redis_url or "",
         "DSR_QUEUE": settings.queue_name, "DSR_PORTAL_DB_URL": backend.store_url, "DSR_SECRET_KEY": SECRET,
         "DSR_STORAGE_DIR": str(settings.storage_dir), "DSR_INSTANCE_DIR": str(settings.instance_dir),
-        "DSR_JOB_RETRIES": "0",
+        "DSR_JOB_RETRY_INTERVALS": "none",
     })
     deadline = time.monotonic() + 60
     status, runs, logs = None, 0, []

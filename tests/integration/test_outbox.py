@@ -257,7 +257,7 @@ def test_sweep_leaves_rows_younger_than_the_grace_period(app):
 def test_a_truly_unreachable_redis_keeps_every_row_until_the_queue_is_back(app, backend, settings):
     # Nothing listens on port 1. No retries: redis-py would otherwise back off for seconds.
     dead_connection = redis.Redis(port=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
-    dead = RqDispatcher(Queue(settings.queue_name, connection=dead_connection), 0)
+    dead = RqDispatcher(Queue(settings.queue_name, connection=dead_connection), ())
     with pytest.raises(redis.exceptions.ConnectionError):
         dead.send(JobSpec(_job_id(), work.ADVANCE, ("x",)))
 
@@ -284,7 +284,7 @@ def test_a_truly_unreachable_redis_keeps_every_row_until_the_queue_is_back(app, 
 
         # The queue is back: everything is sent, in order, and the outbox is empty. Nothing lost.
         queue = app.extensions["dsr"].queue
-        assert sweep(factory, RqDispatcher(queue, 0), older_than=timedelta(0)) == 2
+        assert sweep(factory, RqDispatcher(queue, ()), older_than=timedelta(0)) == 2
         assert _outbox(factory) == []
         assert queue.job_ids == [first]
         assert second in queue.deferred_job_registry.get_job_ids()
