@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import click
 
@@ -42,6 +44,87 @@ def db_upgrade(revision: str) -> None:
         raise click.ClickException("DSR_DATABASE_URL is required in production")
     upgrade(settings.sqlalchemy_url, revision)
     click.echo(f"database at {_redacted(settings.sqlalchemy_url)} is at revision {revision}")
+
+
+@main.group()
+def datamap() -> None:
+    """The data map: check it, show the record of processing."""
+
+
+@datamap.command("check")
+@click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--connect", is_flag=True, help="Also connect to every store and check what the map names exists.")
+def datamap_check(path: Path | None, connect: bool) -> None:
+    """Validate a data map (default: DSR_DATAMAP); exit 1 and name file, line and field of each problem."""
+    from dsr.datamap import DataMapError
+    from dsr.runtime import load_datamap
+    from dsr.stores import ConnectorContext, NotSupported, connector_class
+
+    settings = Settings.from_env()
+    if path is not None:
+        settings = replace(settings, datamap_path=path)
+    try:
+        m = load_datamap(settings)
+    except DataMapError as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        raise SystemExit(1) from None
+    tables = sum(len(s.tables) for s in m.stores.values())
+    click.echo(f"{settings.datamap_path}: valid, version {m.version}: {len(m.categories)} categories, "
+               f"{len(m.stores)} stores, {tables} tables")
+    if not connect:
+        return
+    errors = 0
+    connectors: dict[str, object] = {}
+
+    def connector_for(name: str):  # type: ignore[no-untyped-def]
+        if name not in connectors:
+            store = m.stores[name]
+            connectors[name] = connector_class(store.connector)(store, context)
+        return connectors[name]
+
+    context = ConnectorContext(settings.instance_dir, connector_for)
+    for name in m.stores:
+        try:
+            problems = connector_for(name).check()
+        except NotSupported as exc:
+            problems = [f"stores.{name}: {exc}"]
+        for problem in problems:
+            warning = problem.startswith("warning:")
+            errors += 0 if warning else 1
+            click.echo(_located(m, problem.removeprefix("warning:").strip(), warning), err=True)
+        if not problems:
+            click.echo(f"  {name}: reachable, everything the map names exists")
+    for c in connectors.values():
+        c.close()  # type: ignore[attr-defined]
+    if errors:
+        raise SystemExit(1)
+
+
+def _located(m: object, problem: str, warning: bool) -> str:
+    """``file:line: path: message`` for a connector's ``path: message``."""
+    path, _, message = problem.partition(": ")
+    return ("warning: " if warning else "") + f"{m.where(path)}: {message}"  # type: ignore[attr-defined]
+
+
+@datamap.command("show")
+@click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "md"]), default="table", show_default=True)
+@click.option("--locale", type=click.Choice(["de", "en"]), default="en", show_default=True)
+def datamap_show(path: Path | None, fmt: str, locale: str) -> None:
+    """Print the record of processing, one entry per data category."""
+    from dsr.datamap import DataMapError
+    from dsr.datamap.record import render
+    from dsr.runtime import load_datamap
+
+    settings = Settings.from_env()
+    if path is not None:
+        settings = replace(settings, datamap_path=path)
+    try:
+        m = load_datamap(settings)
+    except DataMapError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(render(m, fmt, locale), nl=False)
 
 
 @main.command("demo-data")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from rq import get_current_job
 
@@ -24,8 +25,11 @@ def collect(task_id: str) -> str:
     rt = current()
     job = get_current_job()
     final = job is None or not job.retries_left
-    task = fulfilment.collect(rt.sessions, rt.connector, rt.storage, uuid.UUID(task_id), final_attempt=final)
-    return "nothing to do" if task is None else f"{task.store}: {task.counts.get('total', 0)} row(s)"
+    task = fulfilment.collect(rt.sessions, rt.connector, rt.storage, uuid.UUID(task_id), final_attempt=final,
+                              processor_deadline=timedelta(days=rt.settings.processor_deadline_days))
+    if task is None:
+        return "nothing to do"
+    return f"{task.store}: {task.status}, {task.counts.get('total', 0)} record(s)"
 
 
 def assemble(request_id: str) -> str:

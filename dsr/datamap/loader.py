@@ -71,6 +71,9 @@ def parse(raw: Any, *, source: Path | None, instance_dir: Path, environ: Mapping
         data = DataMapSchema().load(raw if isinstance(raw, dict) else {})
     except ValidationError as exc:
         raise DataMapError([f"{where(path)}: {message}" for path, message in _flatten(exc.messages)]) from None
+    inline = [f"{where(path)}: {message}" for path, message in _inline_secrets(data)]
+    if inline:
+        raise DataMapError(inline)
     env = os.environ if environ is None else environ
     datamap = _build(data, source, lines, instance_dir, env)
     problems = [f"{datamap.where(path)}: {message}" for path, message in _cross_check(datamap)]
@@ -159,6 +162,24 @@ def _cross_check(m: DataMap) -> Iterator[tuple[str, str]]:
                     yield f"{tbase}.fields.{col}.category", f"unknown category {rule.category!r}"
             if table.erasure and table.erasure.until and table.erasure.until not in m.retention:
                 yield f"{tbase}.erasure.until", f"unknown retention rule {table.erasure.until!r}"
+
+
+_PASSWORD_IN_URL = re.compile(r"://[^/@:]*:(?P<password>[^@/]+)@")
+_SECRET_KEYS = re.compile(r"(password|secret|token|api_key)$", re.IGNORECASE)
+
+
+def _inline_secrets(data: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """Secrets come from the environment, never from the file (it is versioned and shown around)."""
+    for name, store in data["stores"].items():
+        for key, value in store["connection"].items():
+            path = f"stores.{name}.connection.{key}"
+            if not isinstance(value, str):
+                continue
+            match = _PASSWORD_IN_URL.search(value)
+            if match and not match["password"].startswith("${"):
+                yield path, "holds a password: write ${VARIABLE} and set it in the environment"
+            elif _SECRET_KEYS.search(key) and not value.startswith("${"):
+                yield path, "holds a secret: write ${VARIABLE} or name the variable (secret_env)"
 
 
 def _interpolate(value: str, env: Mapping[str, str], instance_dir: Path) -> str:

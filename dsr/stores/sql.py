@@ -82,12 +82,12 @@ class SqlConnector(Connector):
             problems.append((f"{base}.identities", "names no way to find a subject (e.g. email: {table, column})"))
         for name in store.tables:
             problems += _reachable(base, name, refs, roots, ())
-        return problems
+        return list(dict.fromkeys(problems))
 
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = make_engine(self.store.connection["url"])
+            self._engine = make_engine(self.store.connection["url"], must_exist=True)
         return self._engine
 
     def _reflect(self) -> dict[str, Table]:
@@ -196,10 +196,11 @@ def _references(options: Any) -> dict[str, tuple[str, str]]:
 
 def _reachable(base: str, name: str, refs: dict[str, dict[str, tuple[str, str]]], roots: set[str],
                seen: tuple[str, ...]) -> list[tuple[str, str]]:
-    """Every table must lead to an identity table through its references, without cycles."""
+    """Every table must lead to an identity table through its references, and no path may loop
+    (the membership query nests one sub-select per reference: a loop would never end)."""
     if name in seen:
         return [(f"{base}.tables.{seen[0]}.references", "references form a cycle: " + " -> ".join((*seen, name)))]
-    if name in roots:
+    if name in roots and not refs[name]:
         return []
     if not refs[name]:
         return [(f"{base}.tables.{name}", "no reference leads to an identity table, so the subject's rows "
