@@ -25,5 +25,12 @@ class _App(BaseApplication):
 
 def serve(bind: str) -> None:
     workers = int(os.environ.get("WEB_CONCURRENCY", str(2 * (os.cpu_count() or 1) + 1)))
-    _App({"bind": bind, "workers": workers, "accesslog": "-", "forwarded_allow_ips": "*" if os.environ.get(
-        "DSR_BEHIND_PROXY") else "127.0.0.1"}).run()
+    _App({
+        "bind": bind,
+        "workers": workers,
+        "timeout": int(os.environ.get("WEB_TIMEOUT", "30")),
+        "accesslog": "-",
+        # %(U)s is the path without the query string: signed download links stay out of the logs.
+        "access_log_format": '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss',
+        "forwarded_allow_ips": "*" if os.environ.get("DSR_BEHIND_PROXY") else "127.0.0.1",
+    }).run()
