@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from dsr.config import ConfigError, Settings
+from dsr.datamap.model import DataMap
 
 
 def _settings() -> Settings:
@@ -101,10 +102,10 @@ def datamap_check(path: Path | None, connect: bool) -> None:
         raise SystemExit(1)
 
 
-def _located(m: object, problem: str, warning: bool) -> str:
+def _located(m: DataMap, problem: str, warning: bool) -> str:
     """``file:line: path: message`` for a connector's ``path: message``."""
     path, _, message = problem.partition(": ")
-    return ("warning: " if warning else "") + f"{m.where(path)}: {message}"  # type: ignore[attr-defined]
+    return ("warning: " if warning else "") + f"{m.where(path)}: {message}"
 
 
 @datamap.command("show")

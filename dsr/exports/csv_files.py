@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import shutil
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -15,11 +15,17 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def cell(value: Any) -> Any:
+    """One value as written to CSV. The PostgreSQL COPY path (dsr.stores.sql) writes the same forms."""
     if value is None:
         return ""
-    if isinstance(value, datetime | date):
+    if isinstance(value, datetime):
+        # ISO 8601, always with microseconds; aware times in UTC.
+        return (value.astimezone(UTC) if value.tzinfo else value).isoformat(timespec="microseconds")
+    if isinstance(value, date):
         return value.isoformat()
-    if isinstance(value, bool | int | float | Decimal):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | Decimal):
         return value
     text = value if isinstance(value, str) else str(value)
     return "'" + text if text.startswith(_FORMULA_START) else text
@@ -30,7 +36,7 @@ class CsvTableWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         # utf-8-sig: the BOM makes spreadsheet software read the file as UTF-8 (umlauts intact).
         self._file: IO[str] = path.open("w", encoding="utf-8-sig", newline="")
-        self._writer = csv.writer(self._file)
+        self._writer = csv.writer(self._file, lineterminator="\n")  # as PostgreSQL's COPY writes it
         self._writer.writerow(columns)
 
     def write(self, rows: Sequence[Sequence[Any]]) -> None:
@@ -40,14 +46,33 @@ class CsvTableWriter:
         self._file.close()
 
 
+class CsvStream:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("wb")
+        self._file.write("\ufeff".encode())  # the same BOM as the row-by-row writer
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._file.write(data)
+
+    def close(self, rows: int = 0) -> None:
+        self._file.close()
+
+
 class CsvDirectorySink:
     """``<directory>/<table>.csv`` for each table a connector opens; files under ``<directory>/<table>/``."""
+
+    accepts_raw_csv = True  # see open_csv
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
     def open_table(self, name: str, columns: Sequence[str]) -> CsvTableWriter:
         return CsvTableWriter(self.directory / f"{_safe(name)}.csv", columns)
+
+    def open_csv(self, name: str) -> CsvStream:
+        """A raw byte stream for CSV that the store formats itself (PostgreSQL COPY), header included."""
+        return CsvStream(self.directory / f"{_safe(name)}.csv")
 
     def add_file(self, table: str, name: str, content: BinaryIO) -> None:
         target = self.directory / _safe(table) / _safe(name)

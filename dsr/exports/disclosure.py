@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO
 
-from dsr.datamap.model import Store
+from dsr.datamap.model import FieldRule, Store
 from dsr.stores.base import TableSink, TableWriter
 
 _DIGIT = re.compile(r"\d")
@@ -43,56 +43,92 @@ MASKS: dict[str, Callable[[str], str]] = {
 class _DisclosingWriter:
     def __init__(self, inner: TableWriter, keep: list[int], masks: dict[int, Callable[[str], str]],
                  counts: Counter[str], names: list[str]) -> None:
-        self.inner, self.keep, self.masks, self.counts, self.names = inner, keep, masks, counts, names
+        self.inner, self.keep, self.masks, self.counts = inner, keep, masks, counts
+        self.redacted = [names[i] for i in masks] + [n for i, n in enumerate(names) if i not in keep]
 
     def write(self, rows: Sequence[Sequence[Any]]) -> None:
-        out = []
-        for row in rows:
-            values = []
-            for i in self.keep:
-                value = row[i]
-                if i in self.masks and value not in (None, ""):
-                    value = self.masks[i](str(value))
-                    self.counts[self.names[i]] += 1
-                values.append(value)
-            out.append(values)
-        for i in set(range(len(self.names))) - set(self.keep):
-            self.counts[self.names[i]] += sum(1 for row in rows if row[i] not in (None, ""))
-        self.inner.write(out)
+        masks, keep = self.masks, self.keep
+        self.inner.write([
+            [masks[i](str(row[i])) if i in masks and row[i] not in (None, "") else row[i] for i in keep]
+            for row in rows
+        ])
+        for name in self.redacted:
+            self.counts[name] += len(rows)
 
     def close(self) -> None:
         self.inner.close()
 
 
+class _CountingStream:
+    def __init__(self, inner: Any, on_close: Callable[[int], None]) -> None:
+        self.inner, self.on_close = inner, on_close
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.inner.write(data)
+
+    def close(self, rows: int = 0) -> None:
+        self.inner.close(rows)
+        self.on_close(rows)
+
+
 class DisclosingSink:
-    """Wraps a sink; ``redactions`` holds, per table and field, how many values were masked or omitted."""
+    """Wraps a sink; ``summary()`` tells, per table and field, the rule and how many records it applied to.
+
+    Counts are of records whose value was masked or withheld, never the values themselves.
+    """
 
     def __init__(self, inner: TableSink, store: Store) -> None:
         self.inner, self.store = inner, store
         self.redactions: dict[str, dict[str, dict[str, Any]]] = {}
 
-    def open_table(self, name: str, columns: Sequence[str]) -> TableWriter:
+    @property
+    def accepts_raw_csv(self) -> bool:
+        return bool(getattr(self.inner, "accepts_raw_csv", False))
+
+    def plan(self, name: str, columns: Sequence[str]) -> list[FieldRule]:
+        """The rule of each column to write, in order; omitted columns are left out."""
         table = self.store.tables.get(name)
-        if table is None:
-            return self.inner.open_table(name, columns)
-        rules = [table.rule(c) for c in columns]
-        keep = [i for i, r in enumerate(rules) if r.disclose != "omit"]
-        masks = {i: MASKS[r.mask] for i, r in enumerate(rules) if r.disclose == "mask" and r.mask}
+        rules = [table.rule(c) if table else FieldRule(c, "") for c in columns]
+        return [r for r in rules if r.disclose != "omit"]
+
+    def _register(self, name: str, columns: Sequence[str]) -> Counter[str]:
+        table = self.store.tables.get(name)
         counts: Counter[str] = Counter()
-        redacted = {r.name: {"disclose": r.disclose, "mask": r.mask, "counter": counts}
-                    for r in rules if r.disclose != "export"}
-        if redacted:
-            self.redactions[name] = redacted
+        if table is not None:
+            redacted = {r.name: {"disclose": r.disclose, "mask": r.mask, "counter": counts}
+                        for r in (table.rule(c) for c in columns) if r.disclose != "export"}
+            if redacted:
+                self.redactions[name] = redacted
+        return counts
+
+    def open_table(self, name: str, columns: Sequence[str]) -> TableWriter:
+        if name not in self.store.tables:
+            return self.inner.open_table(name, columns)
+        kept = {r.name: r for r in self.plan(name, columns)}
+        keep = [i for i, c in enumerate(columns) if c in kept]
+        masks = {i: MASKS[kept[c].mask] for i, c in enumerate(columns)  # type: ignore[index]
+                 if c in kept and kept[c].disclose == "mask"}
+        counts = self._register(name, columns)
         return _DisclosingWriter(self.inner.open_table(name, [columns[i] for i in keep]), keep, masks, counts,
                                  list(columns))
+
+    def open_csv(self, name: str, columns: Sequence[str]) -> Any:
+        """For stores that format CSV themselves (PostgreSQL COPY) after applying ``plan()`` in their query."""
+        counts = self._register(name, columns)
+        redacted = list(self.redactions.get(name, {}))
+
+        def record(rows: int) -> None:
+            for column in redacted:
+                counts[column] += rows
+
+        return _CountingStream(self.inner.open_csv(name), record)  # type: ignore[attr-defined]
 
     def add_file(self, table: str, name: str, content: BinaryIO) -> None:
         self.inner.add_file(table, name, content)
 
     def summary(self) -> dict[str, dict[str, dict[str, Any]]]:
-        """Per table and field: the rule and how many values it changed (never the values)."""
         return {
-            table: {f: {"disclose": v["disclose"], "mask": v["mask"], "count": v["counter"][f]}
+            table: {f: {"disclose": v["disclose"], "mask": v["mask"], "records": v["counter"][f]}
                     for f, v in fields.items()}
             for table, fields in self.redactions.items()
         }

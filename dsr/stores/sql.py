@@ -15,6 +15,7 @@ from sqlalchemy import ColumnElement, Engine, MetaData, Table, false, func, insp
 from sqlalchemy.exc import NoSuchTableError, OperationalError, SQLAlchemyError
 
 from dsr.db import make_engine
+from dsr.stores import copy_sql
 from dsr.stores.base import CollectResult, Connector, StoreUnavailable, Subject, TableSink, register
 
 
@@ -162,23 +163,45 @@ class SqlConnector(Connector):
     def _collect(self, subject: Subject, sink: TableSink) -> CollectResult:
         tables = self._reflect()
         result = CollectResult()
-        batch = int(self.store.connection.get("batch_size", 5000))
         try:
             with self.engine.connect() as conn:
-                for name, spec in self.store.tables.items():
-                    t = tables[name]
-                    stmt = select(t).where(self.membership(name, subject)).order_by(t.c[spec.options.get("key", "id")])
-                    rows = conn.execution_options(yield_per=batch).execute(stmt)
-                    writer = sink.open_table(name, list(rows.keys()))
-                    count = 0
-                    for part in rows.partitions():
-                        writer.write(part)
-                        count += len(part)
-                    writer.close()
-                    result.found[name] = count
+                for name in self.store.tables:
+                    where = self.membership(name, subject)
+                    if copy_sql.usable(conn, sink, tables[name]):
+                        result.found[name] = self._copy(conn, sink, name, tables[name], where)
+                    else:
+                        result.found[name] = self._stream(conn, sink, name, tables[name], where)
         except OperationalError as exc:
             raise StoreUnavailable(f"store {self.store.name}: {exc.orig or exc}") from exc
         return result
+
+    def _order(self, name: str, t: Table) -> Any:
+        return t.c[self.store.tables[name].options.get("key", "id")]
+
+    def _stream(self, conn: Any, sink: TableSink, name: str, t: Table, where: ColumnElement[bool]) -> int:
+        """Row by row through a server-side cursor, in batches: any SQLAlchemy database."""
+        batch = int(self.store.connection.get("batch_size", 5000))
+        rows = conn.execution_options(yield_per=batch).execute(select(t).where(where).order_by(self._order(name, t)))
+        writer = sink.open_table(name, list(rows.keys()))
+        count = 0
+        for part in rows.partitions():
+            writer.write(part)
+            count += len(part)
+        writer.close()
+        return count
+
+    def _copy(self, conn: Any, sink: Any, name: str, t: Table, where: ColumnElement[bool]) -> int:
+        """PostgreSQL: selection, disclosure rules and CSV formatting all happen in one COPY (SELECT ...),
+        streamed to the file as the server sends it (the floor: about 5x faster than row by row)."""
+        rules = sink.plan(name, [c.name for c in t.columns])
+        stmt = select(*(copy_sql.expression(t.c[r.name], r).label(r.name) for r in rules))
+        stmt = stmt.where(where).order_by(self._order(name, t))
+        stream = sink.open_csv(name, [c.name for c in t.columns])
+        try:
+            rows = copy_sql.copy_to(conn, stmt, stream)
+        finally:
+            stream.close(rows if "rows" in locals() else 0)
+        return rows
 
     def close(self) -> None:
         if self._engine is not None:

@@ -1,0 +1,518 @@
+"""Line-delimited JSON log files (web server and API logs): the lines that name the subject.
+
+A store is a folder and a glob inside it (``access.log*``). Every matching file is read, the oldest
+rotation first (``access.log.2.gz``, ``access.log.1``, then the live ``access.log``; dated
+rotations such as ``access.log-20260105.gz`` by date), compressed ones (``.gz``, ``.bz2``, ``.xz``)
+transparently, line by line: never a whole file in memory, and no line longer than
+``max_line_bytes``. A line belongs to the subject when any configured identity field (a key, or a
+dotted path into the object such as ``user.email``) holds the subject's value for that identity:
+e-mail addresses case-insensitively, IP addresses in any notation, others exactly. Lines that are
+not JSON objects are counted per file, reported in the notes and skipped; one bad line never fails
+the store.
+
+A store has one table: the subject's lines, as rows, written in batches. Its columns are
+``log_file`` and ``log_line`` (where the line came from), then the table's ``columns`` option if
+given, else the keys of the first batch of matching lines in the order they appear, then
+``extra``: the keys outside the columns, as JSON. Every field the data map has a rule for is
+always a column of its own, so a masked or omitted field never hides inside ``extra``. Nested
+objects and lists are written as JSON text.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import ipaddress
+import json
+import lzma
+import os
+import re
+import stat
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
+
+from dsr.datamap.model import Store, Table
+from dsr.stores.base import (
+    CollectResult,
+    Connector,
+    ConnectorContext,
+    StoreUnavailable,
+    Subject,
+    TableSink,
+    TableWriter,
+    register,
+)
+
+FILE_COLUMN, LINE_COLUMN, EXTRA_COLUMN = "log_file", "log_line", "extra"
+RESERVED = (FILE_COLUMN, LINE_COLUMN, EXTRA_COLUMN)
+SAMPLE_LINES = 200  # lines ``check`` reads to see that a store holds JSON lines with the mapped fields
+
+_OPENERS: dict[str, Any] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+# Compressed with something the standard library cannot read: listed in the notes, never guessed at.
+_UNREADABLE = {".zst": "zstd", ".lz4": "lz4", ".zip": "zip", ".7z": "7-Zip", ".br": "brotli", ".Z": "compress"}
+# What a damaged compressed file raises part way through (truncated while rotating, bad data).
+_DAMAGED = (EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile, OSError)
+
+_NUMBERED = re.compile(r"^(?P<base>.+)\.(?P<n>\d{1,6})$")  # access.log.1, access.log.2(.gz)
+_DATED = re.compile(r"^(?P<base>.+?)[-_.](?P<date>\d{4}-?\d{2}-?\d{2}(?:[-_T]?\d{2,6})?)$")  # access.log-20260105
+_DOTTED = validate.Regexp(r"^[^.\s]+(\.[^.\s]+)*$", error="must be a key or a dotted path such as user.email "
+                          "(got {input})")
+
+
+class _Connection(Schema):
+    class Meta:
+        unknown = RAISE
+
+    path = fields.String(required=True, validate=validate.Length(min=1))  # the folder; relative to the instance
+    pattern = fields.String(load_default="*", validate=validate.Length(min=1))  # glob inside it
+    batch_size = fields.Integer(load_default=1000, validate=validate.Range(min=1))
+    max_line_bytes = fields.Integer(load_default=1024 * 1024, validate=validate.Range(min=1024))
+
+    @validates("pattern")
+    def _relative(self, value: str, **_: Any) -> None:
+        if value.startswith("/") or ".." in PurePosixPath(value).parts:
+            raise ValidationError("must be a glob inside the folder (no leading / and no ..)")
+
+
+class _Identity(Schema):
+    class Meta:
+        unknown = RAISE
+
+    field = fields.String(required=True, validate=_DOTTED)
+
+
+class _TableOptions(Schema):
+    class Meta:
+        unknown = RAISE
+
+    # The data columns in this order; the line's other keys go into ``extra``.
+    columns = fields.List(fields.String(validate=validate.Length(min=1)), load_default=None,
+                          validate=validate.Length(min=1, error="list at least one column, or leave columns out"))
+
+    @validates("columns")
+    def _distinct(self, value: list[str] | None, **_: Any) -> None:
+        if not value:
+            return
+        reserved = sorted(set(value) & set(RESERVED))
+        if reserved:
+            raise ValidationError(f"{', '.join(reserved)} are added by the connector; do not list them")
+        doubled = sorted({c for c in value if value.count(c) > 1})
+        if doubled:
+            raise ValidationError(f"listed twice: {', '.join(doubled)}")
+
+
+class _Matcher:
+    """One identity of the subject, looked up in one field of a line."""
+
+    def __init__(self, kind: str, path: str, value: str) -> None:
+        self.kind, self.path, self.value = kind, path, _normalise(kind, value)
+        self.parts = tuple(path.split("."))
+
+    def matches(self, record: Mapping[str, Any]) -> bool:
+        found = _lookup(record, self.path, self.parts)
+        return found is not _MISSING and _equal(self.kind, found, self.value)
+
+
+_MISSING = object()
+
+
+def _lookup(record: Mapping[str, Any], path: str, parts: Sequence[str] | None = None) -> Any:
+    """The value at a key, or at a dotted path into nested objects (a literal key with dots wins)."""
+    if path in record:
+        return record[path]
+    value: Any = record
+    for part in parts if parts is not None else path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def _normalise(kind: str, value: str) -> str:
+    value = value.strip()
+    if kind == "email":
+        return value.lower()
+    if kind == "ip_address":
+        return _canonical_ip(value) or value
+    return value
+
+
+def _canonical_ip(text: str) -> str | None:
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+def _equal(kind: str, found: Any, wanted: str) -> bool:
+    if isinstance(found, list):  # e.g. "emails": [...], "forwarded_for": [...]
+        return any(_equal(kind, item, wanted) for item in found)
+    if found is None or isinstance(found, dict | bool):
+        return False
+    text = found.strip() if isinstance(found, str) else str(found)
+    if kind == "email":
+        return text.lower() == wanted
+    if kind == "ip_address":  # "2001:db8::1" and "2001:0db8:0:0::1" are one address
+        return text == wanted or (":" in text and _canonical_ip(text) == wanted)
+    return text == wanted
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+class _Layout:
+    """The table's columns, and how a line becomes a row."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        self.keys = tuple(keys)
+        self._known = frozenset(self.keys)
+
+    @property
+    def columns(self) -> list[str]:
+        return [FILE_COLUMN, LINE_COLUMN, *self.keys, EXTRA_COLUMN]
+
+    def row(self, file: str, number: int, record: Mapping[str, Any]) -> list[Any]:
+        rest = {k: v for k, v in record.items() if k not in self._known}
+        return [file, number, *(_cell(record.get(k)) for k in self.keys),
+                json.dumps(rest, ensure_ascii=False) if rest else None]
+
+    @classmethod
+    def of(cls, table: Table, configured: Sequence[str] | None, sample: Sequence[Mapping[str, Any]]) -> _Layout:
+        keys: dict[str, None] = {}
+        if configured:
+            keys.update(dict.fromkeys(configured))
+        else:
+            for record in sample:
+                keys.update(dict.fromkeys(k for k in record if k not in keys))
+        # A field with a rule (mask, omit, own category) is always a column, so the rule applies to it.
+        keys.update(dict.fromkeys(f for f in table.fields if f not in keys))
+        return cls([k for k in keys if k not in RESERVED])
+
+
+@dataclass
+class _FileStats:
+    name: str
+    lines: int = 0
+    malformed: int = 0
+    too_long: int = 0
+    damaged: str | None = None
+
+
+@dataclass
+class _Scan:
+    """What one collect read, for the notes."""
+
+    files: list[_FileStats] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def notes(self, folder: Path, pattern: str) -> list[str]:
+        notes = []
+        names = [f.name for f in self.files]
+        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        total = sum(f.lines for f in self.files)
+        if names:
+            notes.append(f"searched {_plural(len(names), 'file')} ({_plural(total, 'line')}) in {folder} "
+                         f"matching {pattern!r}, oldest first: {shown}")
+        else:
+            notes.append(f"no file in {folder} matches {pattern!r}: there were no log lines to search")
+        for f in self.files:
+            if f.malformed:
+                notes.append(f"{_plural(f.malformed, 'line')} in {f.name} "
+                             f"{'is' if f.malformed == 1 else 'are'} not JSON and "
+                             f"{'was' if f.malformed == 1 else 'were'} skipped")
+            if f.too_long:
+                notes.append(f"{_plural(f.too_long, 'line')} in {f.name} "
+                             f"{'is' if f.too_long == 1 else 'are'} too long to read and "
+                             f"{'was' if f.too_long == 1 else 'were'} skipped")
+            if f.damaged:
+                notes.append(f"{f.name} is damaged after line {f.lines} ({f.damaged}); the rest of it was not read")
+        notes += self.skipped
+        return notes
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
+@register
+class JsonlConnector(Connector):
+    type_name = "jsonl"
+    connection_schema = _Connection
+    identity_schema = _Identity
+    table_schema = _TableOptions
+
+    def __init__(self, store: Store, context: ConnectorContext) -> None:
+        super().__init__(store, context)
+        self.options: dict[str, Any] = _Connection().load(dict(store.connection))
+        self.fields: dict[str, str] = {kind: _Identity().load(dict(spec))["field"]
+                                       for kind, spec in store.identities.items()}
+        self.table_name, self.table = next(iter(store.tables.items()))
+        self.columns: list[str] | None = _TableOptions().load(dict(self.table.options))["columns"]
+
+    @classmethod
+    def validate(cls, store: Store) -> list[tuple[str, str]]:
+        problems = super().validate(store)
+        base = f"stores.{store.name}"
+        if len(store.tables) != 1:
+            problems.append((f"{base}.tables", f"a jsonl store has exactly one table (all matching lines go there), "
+                                               f"not {len(store.tables)}; use one store per log"))
+        if not store.identities:
+            problems.append((f"{base}.identities", "names no way to find a subject (e.g. email: {field: user})"))
+        return problems
+
+    # --- the folder and its files ------------------------------------------------------------
+
+    @property
+    def folder(self) -> Path:
+        path = Path(self.options["path"]).expanduser()
+        return path if path.is_absolute() else self.context.instance_dir / path
+
+    def _open_folder(self) -> Path:
+        folder = self.folder
+        if not folder.exists():
+            raise StoreUnavailable(f"store {self.store.name}: no folder {folder}")
+        if not folder.is_dir():
+            raise StoreUnavailable(f"store {self.store.name}: {folder} is not a folder")
+        if not os.access(folder, os.R_OK | os.X_OK):
+            raise StoreUnavailable(f"store {self.store.name}: cannot read the folder {folder}")
+        return folder
+
+    def files(self) -> list[Path]:
+        """The files to read, oldest first (raises ``StoreUnavailable`` without a readable folder)."""
+        return list(self._listing())
+
+    def _listing(self) -> dict[Path, tuple[int, int]]:
+        """The files to read, oldest first, each with its identity (device, inode) when listed."""
+        folder = self._open_folder()
+        found: dict[Path, tuple[int, int]] = {}
+        try:
+            for path in folder.glob(self.options["pattern"]):
+                try:
+                    info = path.stat()
+                except FileNotFoundError as exc:
+                    if path.is_symlink():
+                        continue  # a dangling link holds no lines
+                    raise StoreUnavailable(f"store {self.store.name}: {path.name} disappeared while {folder} "
+                                           "was listed (rotated?); try again") from exc
+                if stat.S_ISREG(info.st_mode):
+                    found[path] = (info.st_dev, info.st_ino)
+        except OSError as exc:
+            raise StoreUnavailable(f"store {self.store.name}: cannot list {folder}: {exc}") from exc
+        return {p: found[p] for p in sorted(found, key=lambda p: _rotation_key(p.relative_to(folder)))}
+
+    def _records(self, path: Path, stats: _FileStats,
+                 identity: tuple[int, int] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(line number, object) for each JSON object line of one file; counts what it skips.
+
+        With ``identity``, the file must still be the one listed: a log rotated in between would
+        otherwise be read twice or not at all, so the store is unavailable until it is read again."""
+        limit = int(self.options["max_line_bytes"])
+        rotated = StoreUnavailable(f"store {self.store.name}: {stats.name} was rotated while the logs were read; "
+                                   "try again")
+        try:
+            stream = _open(path)
+        except FileNotFoundError as exc:
+            raise rotated from exc
+        except OSError as exc:
+            raise StoreUnavailable(f"store {self.store.name}: cannot open {stats.name}: {exc}") from exc
+        if identity is not None:
+            info = os.fstat(stream.fileno())
+            if (info.st_dev, info.st_ino) != identity:
+                stream.close()
+                raise rotated
+        with stream:
+            lines = _lines(stream, limit)
+            while True:
+                try:
+                    item = next(lines)
+                except StopIteration:
+                    return
+                except _DAMAGED as exc:
+                    stats.damaged = f"{exc.__class__.__name__}: {exc}"
+                    return
+                number, line = item
+                stats.lines = number
+                if line is None:
+                    stats.too_long += 1
+                    continue
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError:  # JSONDecodeError, and UnicodeDecodeError for bytes that are not UTF-8
+                    stats.malformed += 1
+                    continue
+                if not isinstance(record, dict):
+                    stats.malformed += 1
+                    continue
+                yield number, record
+
+    # --- the contract ------------------------------------------------------------------------
+
+    def matchers(self, subject: Subject) -> list[_Matcher]:
+        return [_Matcher(kind, path, subject.identities[kind])
+                for kind, path in self.fields.items() if subject.identities.get(kind)]
+
+    def collect(self, subject: Subject, sink: TableSink) -> CollectResult:
+        listing = self._listing()
+        files = list(listing)
+        folder = self.folder
+        matchers = self.matchers(subject)
+        batch = int(self.options["batch_size"])
+        result = CollectResult()
+        scan = _Scan()
+        layout: _Layout | None = None
+        writer: TableWriter | None = None
+        pending: list[tuple[str, int, dict[str, Any]]] = []
+        count = 0
+
+        def flush() -> None:
+            nonlocal layout, writer, count
+            if writer is None:
+                layout = _Layout.of(self.table, self.columns, [r for _f, _n, r in pending])
+                writer = sink.open_table(self.table_name, layout.columns)
+            assert layout is not None
+            if pending:
+                writer.write([layout.row(*p) for p in pending])
+                count += len(pending)
+                pending.clear()
+
+        try:
+            if matchers:
+                for path in files:
+                    name = path.relative_to(folder).as_posix()
+                    unreadable = _UNREADABLE.get(path.suffix)
+                    if unreadable:
+                        scan.skipped.append(f"{name} is compressed with {unreadable}, which dsr cannot read; "
+                                            "it was not searched")
+                        continue
+                    stats = _FileStats(name)
+                    scan.files.append(stats)
+                    for number, record in self._records(path, stats, listing[path]):
+                        if any(m.matches(record) for m in matchers):
+                            pending.append((name, number, record))
+                            if len(pending) >= batch:
+                                flush()
+            flush()
+        finally:
+            if writer is not None:
+                writer.close()
+        result.found[self.table_name] = count
+        if matchers:
+            result.notes += scan.notes(folder, self.options["pattern"])
+        else:
+            known = ", ".join(sorted(self.fields)) or "none"
+            result.notes.append(f"the subject is known by none of the identities this store is searched by "
+                                f"({known}); its {_plural(len(files), 'file')} were not searched")
+        return result
+
+    def check(self) -> list[str]:
+        """The folder is readable, the pattern matches, and a sample of lines is JSON with the mapped fields."""
+        base = f"stores.{self.store.name}"
+        try:
+            files = self.files()
+        except StoreUnavailable as exc:
+            return [f"{base}.connection.path: {str(exc).removeprefix(f'store {self.store.name}: ')}"]
+        pattern = self.options["pattern"]
+        if not files:
+            return [f"warning: {base}.connection.pattern: no file in {self.folder} matches {pattern!r}"]
+        problems: list[str] = []
+        readable = []
+        for path in files:
+            name = path.relative_to(self.folder).as_posix()
+            if path.suffix in _UNREADABLE:
+                problems.append(f"warning: {base}.connection.pattern: {name} is compressed with "
+                                f"{_UNREADABLE[path.suffix]}, which dsr cannot read")
+            elif not os.access(path, os.R_OK):
+                problems.append(f"{base}.connection.path: cannot read {name}")
+            else:
+                readable.append(path)
+        sample, stats = self._sample(readable)
+        if stats is None:
+            return problems
+        where = f"the first {_plural(stats.lines, 'line')} of {stats.name}"
+        if stats.damaged:
+            problems.append(f"{base}.connection.path: {stats.name} is damaged: {stats.damaged}")
+        bad = stats.malformed + stats.too_long
+        if bad and not sample:
+            problems.append(f"{base}.connection.path: none of {where} is a JSON object: not a JSON lines log?")
+            return problems
+        if bad:
+            problems.append(f"warning: {base}.connection.path: {bad} of {where} are not JSON objects "
+                            "(they are skipped when collecting)")
+        for kind, path_ in self.fields.items():
+            if sample and not any(_lookup(r, path_) is not _MISSING for r in sample):
+                problems.append(f"warning: {base}.identities.{kind}.field: none of {where} has {path_!r}")
+        for column in self.table.fields:
+            if sample and column not in RESERVED and not any(column in r for r in sample):
+                problems.append(f"warning: {base}.tables.{self.table_name}.fields.{column}: "
+                                f"none of {where} has {column!r}")
+        return problems
+
+    def _sample(self, files: list[Path]) -> tuple[list[dict[str, Any]], _FileStats | None]:
+        """Up to SAMPLE_LINES objects from the newest file that has lines."""
+        for path in reversed(files):
+            stats = _FileStats(path.relative_to(self.folder).as_posix())
+            sample = []
+            try:
+                for _number, record in self._records(path, stats):
+                    sample.append(record)
+                    if stats.lines >= SAMPLE_LINES:
+                        break
+            except StoreUnavailable:
+                continue
+            if stats.lines or stats.damaged:
+                return sample, stats
+        return [], None
+
+
+def _open(path: Path) -> IO[bytes]:
+    opener = _OPENERS.get(path.suffix)
+    stream: IO[bytes] = opener(path, "rb") if opener else path.open("rb")
+    return stream
+
+
+def _lines(stream: IO[bytes], limit: int) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, bytes) per line; ``None`` for a line longer than ``limit``, which is skipped unread."""
+    number = 0
+    while True:
+        line = stream.readline(limit + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > limit and not line.endswith(b"\n"):
+            while line and not line.endswith(b"\n"):
+                line = stream.readline(limit + 1)
+            yield number, None
+        else:
+            yield number, line
+
+
+def _rotation_key(path: PurePosixPath | Path) -> tuple[str, str, int, int, str, str]:
+    """Oldest first: within one log, numbered rotations highest number first, then dated ones by date,
+    then the live file; logs (and folders) by name."""
+    name = path.name
+    stem = name
+    for suffix in (*_OPENERS, *_UNREADABLE):
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    folder = path.parent.as_posix()
+    if m := _NUMBERED.match(stem):
+        return (folder, m["base"], 0, -int(m["n"]), "", name)
+    if m := _DATED.match(stem):
+        return (folder, m["base"], 1, 0, re.sub(r"\D", "", m["date"]), name)
+    return (folder, stem, 2, 0, "", name)
