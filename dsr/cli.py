@@ -147,6 +147,11 @@ def demo_data(url: str | None, subjects: int, rows: int, seed: int) -> None:
     counts = portal.build(make_engine(url, create_folder=True), portal.DemoSize(subjects, rows), seed=seed)
     click.echo(f"demo store {_redacted(url)}: {sum(counts.values())} rows in {len(counts)} tables "
                f"({time.perf_counter() - started:.1f} s)")
+    from dsr.demo import logs
+
+    log_dir = settings.instance_dir / "logs"
+    log_counts = logs.build(log_dir, subjects=logs.default_subjects(subjects, seed), seed=seed)
+    click.echo(f"demo logs {log_dir}: {sum(log_counts.values())} lines in {len(log_counts)} files")
 
 
 @main.command("create-api-token")
@@ -267,7 +272,7 @@ def web(host: str, port: int) -> None:
 def demo(host: str, port: int, subjects: int, rows: int) -> None:
     """Migrate, load the demo data, create a demo login and token, and serve everything."""
     from dsr.db import make_engine
-    from dsr.demo import portal
+    from dsr.demo import logs, portal
     from dsr.domain.accounts import create_api_token as create_token
     from dsr.domain.accounts import create_user as create
     from dsr.migrate import upgrade
@@ -279,6 +284,7 @@ def demo(host: str, port: int, subjects: int, rows: int) -> None:
     upgrade(settings.sqlalchemy_url)
     store = load_datamap(settings).stores["portal_db"]
     portal.build(make_engine(store.connection["url"], create_folder=True), portal.DemoSize(subjects, rows))
+    logs.build(settings.instance_dir / "logs", subjects=logs.default_subjects(subjects))
     app = create_app(settings)
     rt = app.extensions["dsr"].runtime
     email, password = "dpo@example.com", "demo-password-2026"

@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from sqlalchemy import Engine
@@ -22,7 +22,7 @@ from dsr.domain.deadlines import DeadlinePolicy
 from dsr.domain.fulfilment import Storage
 from dsr.domain.holidays import HolidayCalendar
 from dsr.outbox import Dispatcher, install
-from dsr.stores import Connector, ConnectorContext, connector_class, validate_store
+from dsr.stores import Connector, ConnectorContext, StoreUnavailable, Subject, connector_class, validate_store
 
 
 @dataclass
@@ -47,6 +47,32 @@ class Runtime:
             context = ConnectorContext(self.settings.instance_dir, self.connector)
             self._connectors[store] = connector_class(spec.connector)(spec, context)
         return self._connectors[store]
+
+    def resolve(self, subject: Subject, for_store: str) -> Subject:
+        """The subject with every identity the stores can tell from the ones known (e-mail -> customer
+        number, phone), so a log keyed by customer number finds the subject too.
+
+        A store that cannot answer is skipped unless it might have given an identity ``for_store``
+        searches by and nobody else gave: then the task fails (and is retried), rather than come
+        back complete-looking but missing the subject's records.
+        """
+        identities = dict(subject.identities)
+        unanswered: set[str] = set()
+        for name, store in self.datamap.stores.items():
+            connector = self.connector(name)
+            if type(connector).resolve is Connector.resolve:
+                continue
+            try:
+                more = connector.resolve(replace(subject, identities=identities))
+            except StoreUnavailable:
+                unanswered |= set(store.identities)
+                continue
+            identities.update({k: v for k, v in more.items() if k not in identities})
+        needed = (unanswered - set(identities)) & set(self.datamap.stores[for_store].identities)
+        if needed:
+            raise StoreUnavailable(f"the subject's {', '.join(sorted(needed))} could not be looked up "
+                                   f"(a store that knows it is unavailable); {for_store} is searched by it")
+        return replace(subject, identities=identities)
 
     def after_fork(self) -> None:
         """In a forked work horse: never reuse the parent's pooled connections."""

@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 
 from dsr.config import DEFAULT_DATAMAP, Settings
 from dsr.db import make_engine
-from dsr.demo import portal
+from dsr.demo import logs, portal
 from dsr.domain.accounts import create_api_token
 from dsr.domain.audit import GENESIS, HEAD_ID
 from dsr.migrate import upgrade
@@ -120,6 +120,7 @@ def clean_db(backend: Backend) -> Iterator[None]:
 @pytest.fixture
 def settings(backend: Backend, clean_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("DSR_PORTAL_DB_URL", backend.store_url)
+    logs.build(tmp_path / "instance" / "logs", lines=200)
     return Settings(
         instance_dir=tmp_path / "instance",
         database_url=backend.database_url,

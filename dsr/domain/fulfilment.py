@@ -56,6 +56,7 @@ def collect(
     *,
     final_attempt: bool,
     processor_deadline: timedelta = timedelta(days=10),
+    resolve: Callable[[Subject, str], Subject] = lambda subject, _store: subject,
 ) -> Task | None:
     """Run one collect task. Returns None when there was nothing to do (already done elsewhere)."""
     with sessions.begin() as session:
@@ -77,6 +78,7 @@ def collect(
     out = storage.work_dir(request_id, store, attempt)
     shutil.rmtree(out, ignore_errors=True)
     try:
+        subject = resolve(subject, store)
         connector = connector_for(store)
         sink = DisclosingSink(CsvDirectorySink(out), connector.store)
         result = connector.collect(subject, sink)

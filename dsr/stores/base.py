@@ -121,11 +121,19 @@ class Connector:
         return problems
 
     def check(self) -> list[str]:
-        """Connect and report what the data map names but the store lacks (``datamap check --connect``)."""
+        """Connect and report what the data map names but the store lacks (``datamap check --connect``).
+
+        Each problem reads ``dotted.path: message``; a problem that should not fail the check starts
+        with ``warning:``."""
         return []
 
     def collect(self, subject: Subject, sink: TableSink) -> CollectResult:
         raise NotSupported(f"{self.type_name} cannot collect")
+
+    def resolve(self, subject: Subject) -> dict[str, str]:
+        """Other identities of the subject this store knows (an account's customer number and phone,
+        found by its e-mail), so stores keyed by those find the subject too. Default: none."""
+        return {}
 
     def close(self) -> None:
         """Release connections; called when the worker shuts down."""

@@ -137,6 +137,32 @@ class SqlConnector(Connector):
                 problems.append(f"{base}.identities.{kind}.column: no column {column!r} in table {table}")
         return problems
 
+    def resolve(self, subject: Subject) -> dict[str, str]:
+        """Identities kept in the same row as a known one: the account found by e-mail gives its
+        customer number and phone. Only identity types the subject lacks are added."""
+        tables = self._reflect()
+        found: dict[str, str] = {}
+        by_table: dict[str, dict[str, str]] = {}
+        for kind, ident in self.store.identities.items():
+            by_table.setdefault(ident["table"], {})[kind] = ident["column"]
+        try:
+            with self.engine.connect() as conn:
+                for table, kinds in by_table.items():
+                    if not set(kinds) - set(subject.identities) - set(found):
+                        continue
+                    t = tables[table]
+                    stmt = select(*(t.c[c].label(k) for k, c in kinds.items())).where(self.membership(table, subject))
+                    row = conn.execute(stmt.order_by(self._order(table, t)).limit(1)).mappings().first()
+                    if row is not None:
+                        found.update({k: str(v) for k, v in row.items()
+                                      if v is not None and k not in subject.identities and k not in found})
+        except OperationalError as exc:
+            self.close()
+            raise StoreUnavailable(f"store {self.store.name}: {exc.orig or exc}") from exc
+        if "email" in found:
+            found["email"] = found["email"].lower()
+        return found
+
     def membership(self, table: str, subject: Subject) -> ColumnElement[bool]:
         """The condition that a row of ``table`` belongs to the subject."""
         tables = self._reflect()

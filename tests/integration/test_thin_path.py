@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
 import zipfile
 from dataclasses import replace
+from pathlib import Path
 
 from sqlalchemy import select, text
 
@@ -36,7 +38,24 @@ def _store_rows(store_url: str, email: str) -> dict[str, set[str]]:
     return out
 
 
-def test_access_request_produces_a_zip_with_only_the_subjects_rows(client, auth, run_jobs, backend, app):
+def _log_lines(folder: Path, email: str | None, account: str) -> int:
+    """The subject's lines in a demo log folder, counted without the connector."""
+    count = 0
+    for file in folder.iterdir():
+        opener = gzip.open if file.suffix == ".gz" else open
+        with opener(file, "rt", encoding="utf-8") as lines:
+            for line in lines:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                user = (record.get("user") or "").lower()
+                count += (email is not None and user == email) or record.get("account") == account
+    return count
+
+
+def test_access_request_produces_a_zip_with_only_the_subjects_rows(client, auth, run_jobs, backend, app,
+                                                                     settings):
     created = submit(client, email="Max.Mustermann@Example.com")
     assert created["status"] == "received"
     assert created["reference"].startswith("DSR-")
@@ -47,9 +66,10 @@ def test_access_request_produces_a_zip_with_only_the_subjects_rows(client, auth,
 
     detail = client.get(f"/api/v1/requests/{created['id']}", headers=auth).get_json()
     assert detail["status"] == "completed", detail
-    assert [t["status"] for t in detail["tasks"]] == ["done"]
+    assert {t["store"]: t["status"] for t in detail["tasks"]} == {
+        "portal_db": "done", "web_logs": "done", "api_logs": "done"}
     actions = [e["action"] for e in detail["timeline"]]
-    assert actions == ["request.received", "identity.verified", "request.planned", "task.completed",
+    assert actions == ["request.received", "identity.verified", "request.planned", *["task.completed"] * 3,
                        "artifact.created", "request.completed"]
 
     artifacts = client.get(f"/api/v1/requests/{created['id']}/artifacts", headers=auth).get_json()
@@ -62,7 +82,14 @@ def test_access_request_produces_a_zip_with_only_the_subjects_rows(client, auth,
 
     tables = read_zip(data)
     expected = _store_rows(backend.store_url, MAX)
-    assert set(tables) == {f"portal_db/{name}.csv" for name in expected}
+    assert set(tables) == {f"portal_db/{name}.csv" for name in expected} | {
+        "web_logs/requests.csv", "api_logs/calls.csv"}
+    logs = settings.instance_dir / "logs"
+    # Web logs match by e-mail (any case) or customer number; API logs only by customer number, which
+    # the portal database resolved from the e-mail.
+    assert len(tables["web_logs/requests.csv"]) == _log_lines(logs / "web", MAX, "K00000001") > 0
+    assert len(tables["api_logs/calls.csv"]) == _log_lines(logs / "api", None, "K00000001") > 0
+    assert {r["account"] for r in tables["api_logs/calls.csv"]} == {"K00000001"}
     for name, ids in expected.items():
         rows = tables[f"portal_db/{name}.csv"]
         assert ids, f"the demo subject must have rows in {name}"
@@ -89,7 +116,7 @@ def test_a_subject_unknown_to_every_store_gets_an_empty_package(client, auth, ru
     run_jobs()
     detail = client.get(f"/api/v1/requests/{created['id']}", headers=auth).get_json()
     assert detail["status"] == "completed"
-    assert detail["tasks"][0]["counts"]["total"] == 0
+    assert all(t["counts"]["total"] == 0 for t in detail["tasks"])
     url = client.get(f"/api/v1/requests/{created['id']}/artifacts", headers=auth).get_json()[0]["download_url"]
     tables = read_zip(client.get(url.replace("http://localhost", "")).data)
     assert tables and all(rows == [] for rows in tables.values())
@@ -111,12 +138,19 @@ def test_worker_failure_in_a_store_marks_the_request_failed(client, auth, run_jo
     runtime = app.extensions["dsr"].runtime
     store = runtime.datamap.stores["portal_db"]
     broken = replace(store, connection={**store.connection, "url": f"sqlite:///{tmp_path}/missing/store.sqlite"})
-    monkeypatch.setattr(runtime, "datamap", replace(runtime.datamap, stores={"portal_db": broken}))
+    monkeypatch.setattr(runtime, "datamap", replace(runtime.datamap, stores={**runtime.datamap.stores,
+                                                                             "portal_db": broken}))
     created = submit(client)
     client.post(f"/api/v1/requests/{created['id']}/verify", headers=auth)
     run_jobs()
     detail = client.get(f"/api/v1/requests/{created['id']}", headers=auth).get_json()
     assert detail["status"] == "failed"
-    assert detail["tasks"][0]["status"] == "failed"
-    assert "StoreUnavailable" in detail["tasks"][0]["error"]
+    tasks = {t["store"]: t for t in detail["tasks"]}
+    assert tasks["portal_db"]["status"] == "failed"
+    assert "StoreUnavailable" in tasks["portal_db"]["error"]
+    # The logs are searched by customer number, which only the portal database knows: rather than
+    # come back empty and look complete, their tasks fail too, until the portal database is back.
+    for logs in ("api_logs", "web_logs"):
+        assert tasks[logs]["status"] == "failed", tasks[logs]
+        assert "customer_id could not be looked up" in tasks[logs]["error"]
     assert client.get(f"/api/v1/requests/{created['id']}/artifacts", headers=auth).get_json() == []

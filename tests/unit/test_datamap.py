@@ -146,10 +146,11 @@ def test_cli_check_passes_the_default_and_fails_a_broken_map(tmp_path, monkeypat
 
 def test_cli_check_connect_finds_missing_tables_and_columns(tmp_path, monkeypatch):
     from dsr.db import make_engine
-    from dsr.demo import portal
+    from dsr.demo import logs, portal
 
     store = tmp_path / "portal.sqlite"
     portal.build(make_engine(f"sqlite:///{store}", create_folder=True), portal.DemoSize(2, 3))
+    logs.build(tmp_path / "logs", lines=100)
     monkeypatch.setenv("DSR_INSTANCE_DIR", str(tmp_path))
     monkeypatch.setenv("DSR_PORTAL_DB_URL", f"sqlite:///{store}")
     ok = CliRunner().invoke(main, ["datamap", "check", "--connect", str(DEFAULT_DATAMAP)])
