@@ -137,16 +137,23 @@ def datamap_show(path: Path | None, fmt: str, locale: str) -> None:
 def demo_data(url: str | None, subjects: int, rows: int, seed: int) -> None:
     """Build the make-believe portal database (always with max.mustermann@example.com)."""
     from dsr.db import make_engine
-    from dsr.demo import portal
+    from dsr.demo import blobs, portal
     from dsr.runtime import load_datamap
 
     settings = _settings()
+    datamap = load_datamap(settings)
     if url is None:
-        url = load_datamap(settings).stores["portal_db"].connection["url"]
+        url = datamap.stores["portal_db"].connection["url"]
     started = time.perf_counter()
-    counts = portal.build(make_engine(url, create_folder=True), portal.DemoSize(subjects, rows), seed=seed)
+    engine = make_engine(url, create_folder=True)
+    counts = portal.build(engine, portal.DemoSize(subjects, rows), seed=seed)
     click.echo(f"demo store {_redacted(url)}: {sum(counts.values())} rows in {len(counts)} tables "
                f"({time.perf_counter() - started:.1f} s)")
+    if "media" in datamap.stores:
+        root = Path(datamap.stores["media"].connection["root"])
+        media = blobs.build(engine, root, seed=seed)
+        listed = ", ".join(f"{k} {v}" for k, v in media.items())
+        click.echo(f"demo media {root}: {sum(media.values())} files ({listed})")
     from dsr.demo import logs
 
     log_dir = settings.instance_dir / "logs"
@@ -272,7 +279,7 @@ def web(host: str, port: int) -> None:
 def demo(host: str, port: int, subjects: int, rows: int) -> None:
     """Migrate, load the demo data, create a demo login and token, and serve everything."""
     from dsr.db import make_engine
-    from dsr.demo import logs, portal
+    from dsr.demo import blobs, logs, portal
     from dsr.domain.accounts import create_api_token as create_token
     from dsr.domain.accounts import create_user as create
     from dsr.migrate import upgrade
@@ -282,8 +289,11 @@ def demo(host: str, port: int, subjects: int, rows: int) -> None:
 
     settings = _settings()
     upgrade(settings.sqlalchemy_url)
-    store = load_datamap(settings).stores["portal_db"]
-    portal.build(make_engine(store.connection["url"], create_folder=True), portal.DemoSize(subjects, rows))
+    datamap = load_datamap(settings)
+    engine = make_engine(datamap.stores["portal_db"].connection["url"], create_folder=True)
+    portal.build(engine, portal.DemoSize(subjects, rows))
+    if "media" in datamap.stores:
+        blobs.build(engine, Path(datamap.stores["media"].connection["root"]))
     logs.build(settings.instance_dir / "logs", subjects=logs.default_subjects(subjects))
     app = create_app(settings)
     rt = app.extensions["dsr"].runtime

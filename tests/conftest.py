@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 
 from dsr.config import DEFAULT_DATAMAP, Settings
 from dsr.db import make_engine
-from dsr.demo import logs, portal
+from dsr.demo import blobs, logs, portal
 from dsr.domain.accounts import create_api_token
 from dsr.domain.audit import GENESIS, HEAD_ID
 from dsr.migrate import upgrade
@@ -43,6 +43,7 @@ class Backend:
     database_url: str
     store_url: str
     redis_url: str | None
+    media: Path
 
     @property
     def real(self) -> bool:
@@ -69,8 +70,9 @@ BACKENDS = ["embedded", *(["services"] if PG_URL and REDIS_URL else [])]
 def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
     if request.param == "embedded":
         root = tmp_path_factory.mktemp("embedded")
-        b = Backend("embedded", f"sqlite:///{root / 'dsr.sqlite'}", f"sqlite:///{root / 'portal.sqlite'}", None)
-        _prepare(b)
+        b = Backend("embedded", f"sqlite:///{root / 'dsr.sqlite'}", f"sqlite:///{root / 'portal.sqlite'}", None,
+                    root / "media")
+        _prepare(b, b.media)
         yield b
         return
     assert PG_URL and REDIS_URL
@@ -87,9 +89,10 @@ def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         conn.execute(text(f'CREATE DATABASE "{name}_store"'))
     base = make_url(PG_URL)
     b = Backend("services", base.set(database=name).render_as_string(False),
-                base.set(database=f"{name}_store").render_as_string(False), REDIS_URL)
+                base.set(database=f"{name}_store").render_as_string(False), REDIS_URL,
+                tmp_path_factory.mktemp("services-media"))
     try:
-        _prepare(b)
+        _prepare(b, b.media)
         yield b
     finally:
         with admin.connect() as conn:
@@ -98,10 +101,11 @@ def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         admin.dispose()
 
 
-def _prepare(b: Backend) -> None:
+def _prepare(b: Backend, media: Path) -> None:
     upgrade(b.database_url)
     engine = make_engine(b.store_url)
     portal.build(engine, portal.DemoSize(subjects=12, rows=30))
+    blobs.build(engine, media)
     engine.dispose()
 
 
@@ -120,6 +124,7 @@ def clean_db(backend: Backend) -> Iterator[None]:
 @pytest.fixture
 def settings(backend: Backend, clean_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("DSR_PORTAL_DB_URL", backend.store_url)
+    monkeypatch.setenv("DSR_MEDIA_DIR", str(backend.media))
     logs.build(tmp_path / "instance" / "logs", lines=200)
     return Settings(
         instance_dir=tmp_path / "instance",

@@ -8,7 +8,7 @@ Everything is invented and deterministic for a given seed. Subject 1 is always M
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -120,26 +120,48 @@ EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 class DemoSize:
     subjects: int = 50
     rows: int = 30  # usage records per subject, split over API usage, calls and messages
+    # Usage records of subject 1 (Max) alone, when set: one big subject among small ones (benchmarks).
+    subject_rows: int | None = None
 
 
 def build(engine: Engine, size: DemoSize = DemoSize(), seed: int = 42, batch: int = 5000) -> dict[str, int]:
-    """Drop and create the demo tables, fill them, and return the row count per table."""
+    """Drop and create the demo tables, fill them, and return the row count per table.
+
+    On PostgreSQL through psycopg the rows go in with ``COPY ... FROM STDIN`` (millions of rows in
+    seconds); elsewhere with batched INSERTs. The contents are the same either way.
+    """
+    from dsr.demo import blobs  # its index tables reference ours: drop them first
+
+    blobs.drop(engine)
     metadata.drop_all(engine)
     metadata.create_all(engine)
     counts: dict[str, int] = {}
     rng = random.Random(seed)
     with engine.begin() as conn:
+        copy = conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg"
         for table, rows in _generate(rng, size):
-            buffer: list[dict[str, Any]] = []
-            for row in rows:
-                buffer.append(row)
-                if len(buffer) >= batch:
+            if copy:
+                _copy_in(conn.connection.driver_connection, table, rows)
+            else:
+                buffer: list[dict[str, Any]] = []
+                for row in rows:
+                    buffer.append(row)
+                    if len(buffer) >= batch:
+                        conn.execute(insert(table), buffer)
+                        buffer.clear()
+                if buffer:
                     conn.execute(insert(table), buffer)
-                    buffer.clear()
-            if buffer:
-                conn.execute(insert(table), buffer)
             counts[table.name] = counts.get(table.name, 0) + _count(rows)
     return counts
+
+
+def _copy_in(raw: Any, table: Table, rows: Iterable[dict[str, Any]]) -> None:
+    """PostgreSQL: stream the rows with COPY FROM STDIN on the connection's open transaction."""
+    names = [c.name for c in table.columns]
+    columns = ", ".join(f'"{n}"' for n in names)
+    with raw.cursor() as cursor, cursor.copy(f'COPY "{table.name}" ({columns}) FROM STDIN') as copy:
+        for row in rows:
+            copy.write_row([row.get(n) for n in names])
 
 
 class _Counted:
@@ -164,9 +186,15 @@ def _generate(rng: random.Random, size: DemoSize) -> Iterator[tuple[Table, _Coun
     yield invited_users, _Counted(_invited(rng, people))
     yield payment_methods, _Counted(_payments(rng, people))
     per = max(1, size.rows // 3)
-    yield api_usage, _Counted(_api_usage(rng, people, size.rows - 2 * per))
-    yield call_records, _Counted(_calls(rng, people, per))
-    yield message_records, _Counted(_messages(rng, people, per))
+    # Subject 1's share when subject_rows is set, split the same way; None: like everybody else.
+    big: int | None = None
+    big_api: int | None = None
+    if size.subject_rows is not None:
+        big = max(1, size.subject_rows // 3)
+        big_api = size.subject_rows - 2 * big
+    yield api_usage, _Counted(_api_usage(rng, people, size.rows - 2 * per, big_api))
+    yield call_records, _Counted(_calls(rng, people, per, big))
+    yield message_records, _Counted(_messages(rng, people, per, big))
     yield support_tickets, _Counted(_tickets(rng, people))
     yield invoices, _Counted(_invoices(rng, people))
     yield invoice_lines, _Counted(_invoice_lines(rng, people))
@@ -232,10 +260,16 @@ def _payments(rng: random.Random, people: list[dict[str, Any]]) -> Iterator[dict
         }
 
 
-def _api_usage(rng: random.Random, people: list[dict[str, Any]], per: int) -> Iterator[dict[str, Any]]:
+def _share(p: dict[str, Any], per: int, first: int | None) -> int:
+    """Usage records of this person: ``first`` for subject 1 when given, else ``per``."""
+    return first if first is not None and p["id"] == 1 else per
+
+
+def _api_usage(rng: random.Random, people: list[dict[str, Any]], per: int,
+               first: int | None = None) -> Iterator[dict[str, Any]]:
     n = 0
     for p in people:
-        for _ in range(max(1, per)):
+        for _ in range(max(1, _share(p, per, first))):
             n += 1
             yield {
                 "id": n, "account_id": p["id"], "api_key_id": f"key_{p['id']:05d}",
@@ -245,10 +279,11 @@ def _api_usage(rng: random.Random, people: list[dict[str, Any]], per: int) -> It
             }
 
 
-def _calls(rng: random.Random, people: list[dict[str, Any]], per: int) -> Iterator[dict[str, Any]]:
+def _calls(rng: random.Random, people: list[dict[str, Any]], per: int,
+           first: int | None = None) -> Iterator[dict[str, Any]]:
     n = 0
     for p in people:
-        for _ in range(per):
+        for _ in range(_share(p, per, first)):
             n += 1
             outbound = rng.random() < 0.6
             other = _number(rng)
@@ -261,10 +296,11 @@ def _calls(rng: random.Random, people: list[dict[str, Any]], per: int) -> Iterat
             }
 
 
-def _messages(rng: random.Random, people: list[dict[str, Any]], per: int) -> Iterator[dict[str, Any]]:
+def _messages(rng: random.Random, people: list[dict[str, Any]], per: int,
+              first: int | None = None) -> Iterator[dict[str, Any]]:
     n = 0
     for p in people:
-        for _ in range(per):
+        for _ in range(_share(p, per, first)):
             n += 1
             yield {
                 "id": n, "account_id": p["id"], "channel": rng.choice(["sms", "whatsapp"]),

@@ -23,6 +23,7 @@ import glob
 import hashlib
 import io
 import itertools
+import os
 import string
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -378,7 +379,8 @@ class FilesConnector(Connector):
             resolved = root.resolve(strict=True)
             if not resolved.is_dir():
                 raise NotADirectoryError(str(root))
-            next(resolved.iterdir(), None)  # readable?
+            with os.scandir(resolved) as entries:  # readable? (one entry, not the whole listing)
+                next(entries, None)
         except OSError as exc:
             raise StoreUnavailable(f"store {self.store.name}: cannot read the folder {root}: "
                                    f"{exc.__class__.__name__}: {exc.strerror or exc}") from exc
@@ -454,6 +456,8 @@ class FilesConnector(Connector):
             tally.refused.append(ref)
             return ["", None, None, REFUSED]
         try:
+            if not path.is_file():  # gone, a folder, or a pipe or device that must never be opened
+                raise FileNotFoundError(str(path))
             handle = _open_blob(path)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             tally.missing.append(ref)

@@ -285,7 +285,7 @@ def test_a_separate_forking_worker_process_completes_a_request(backend, settings
         "DSR_DATABASE_URL": backend.database_url, "DSR_REDIS_URL": backend.redis_url or "",
         "DSR_QUEUE": settings.queue_name, "DSR_PORTAL_DB_URL": backend.store_url, "DSR_SECRET_KEY": SECRET,
         "DSR_STORAGE_DIR": str(settings.storage_dir), "DSR_INSTANCE_DIR": str(settings.instance_dir),
-        "DSR_JOB_RETRY_INTERVALS": "none",
+        "DSR_JOB_RETRY_INTERVALS": "none", "DSR_MEDIA_DIR": str(backend.media),
     })
     deadline = time.monotonic() + 60
     status, runs, logs = None, 0, []
@@ -306,7 +306,7 @@ def test_a_separate_forking_worker_process_completes_a_request(backend, settings
     assert status == "completed", (status, runs, logs)
 
     detail = client.get(f"/api/v1/requests/{created['id']}", headers=auth).get_json()
-    assert [t["status"] for t in detail["tasks"]] == ["done"]
+    assert {t["status"] for t in detail["tasks"]} == {"done"} and len(detail["tasks"]) == 4
     [artifact] = client.get(f"/api/v1/requests/{created['id']}/artifacts", headers=auth).get_json()
     assert artifact["kind"] == "package"
     download = client.get(artifact["download_url"].replace("http://localhost", ""))

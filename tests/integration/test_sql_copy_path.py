@@ -10,7 +10,7 @@ from sqlalchemy import update
 from dsr.config import DEFAULT_DATAMAP
 from dsr.datamap import load
 from dsr.db import make_engine
-from dsr.demo import portal
+from dsr.demo import blobs, portal
 from dsr.exports.csv_files import CsvDirectorySink
 from dsr.exports.disclosure import DisclosingSink
 from dsr.stores import ConnectorContext, Subject, validate_store
@@ -41,6 +41,7 @@ def store_db(backend, tmp_path):
             subject='=HYPERLINK("http://x")', body='-1 "quoted", line\nbreak ÄÖÜß'))
     yield backend.store_url
     portal.build(engine, portal.DemoSize(subjects=12, rows=30))  # what the other tests expect
+    blobs.build(engine, backend.media)
     engine.dispose()
 
 

@@ -67,9 +67,9 @@ def test_access_request_produces_a_zip_with_only_the_subjects_rows(client, auth,
     detail = client.get(f"/api/v1/requests/{created['id']}", headers=auth).get_json()
     assert detail["status"] == "completed", detail
     assert {t["store"]: t["status"] for t in detail["tasks"]} == {
-        "portal_db": "done", "web_logs": "done", "api_logs": "done"}
+        "portal_db": "done", "web_logs": "done", "api_logs": "done", "media": "done"}
     actions = [e["action"] for e in detail["timeline"]]
-    assert actions == ["request.received", "identity.verified", "request.planned", *["task.completed"] * 3,
+    assert actions == ["request.received", "identity.verified", "request.planned", *["task.completed"] * 4,
                        "artifact.created", "request.completed"]
 
     artifacts = client.get(f"/api/v1/requests/{created['id']}/artifacts", headers=auth).get_json()
@@ -83,7 +83,10 @@ def test_access_request_produces_a_zip_with_only_the_subjects_rows(client, auth,
     tables = read_zip(data)
     expected = _store_rows(backend.store_url, MAX)
     assert set(tables) == {f"portal_db/{name}.csv" for name in expected} | {
-        "web_logs/requests.csv", "api_logs/calls.csv"}
+        "web_logs/requests.csv", "api_logs/calls.csv", "media/voicemails.csv", "media/recordings.csv",
+        "media/attachments.csv"}
+    voicemails = tables["media/voicemails.csv"]
+    assert len(voicemails) == 2 and all(r["status"] == "exported" for r in voicemails)
     logs = settings.instance_dir / "logs"
     # Web logs match by e-mail (any case) or customer number; API logs only by customer number, which
     # the portal database resolved from the e-mail.

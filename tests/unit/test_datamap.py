@@ -151,6 +151,9 @@ def test_cli_check_connect_finds_missing_tables_and_columns(tmp_path, monkeypatc
     store = tmp_path / "portal.sqlite"
     portal.build(make_engine(f"sqlite:///{store}", create_folder=True), portal.DemoSize(2, 3))
     logs.build(tmp_path / "logs", lines=100)
+    from dsr.demo import blobs
+
+    blobs.build(make_engine(f"sqlite:///{store}"), tmp_path / "media")
     monkeypatch.setenv("DSR_INSTANCE_DIR", str(tmp_path))
     monkeypatch.setenv("DSR_PORTAL_DB_URL", f"sqlite:///{store}")
     ok = CliRunner().invoke(main, ["datamap", "check", "--connect", str(DEFAULT_DATAMAP)])
