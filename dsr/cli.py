@@ -278,8 +278,11 @@ def web(host: str, port: int) -> None:
 @click.option("--rows", default=30, show_default=True)
 def demo(host: str, port: int, subjects: int, rows: int) -> None:
     """Migrate, load the demo data, create a demo login and token, and serve everything."""
+    import os
+    import secrets
+
     from dsr.db import make_engine
-    from dsr.demo import blobs, logs, portal
+    from dsr.demo import blobs, logs, portal, processor_sim
     from dsr.domain.accounts import create_api_token as create_token
     from dsr.domain.accounts import create_user as create
     from dsr.migrate import upgrade
@@ -288,6 +291,12 @@ def demo(host: str, port: int, subjects: int, rows: int) -> None:
     from dsr.web.app import create_app
 
     settings = _settings()
+    # Vonage's side is played by the processor simulator on loopback (labelled as such).
+    secret = os.environ.setdefault("DSR_VONAGE_SECRET", secrets.token_hex(32))
+    simulator = processor_sim.serve(port=int(os.environ.get("DSR_VONAGE_SIM_PORT", "5081")), secret=secret)
+    os.environ.setdefault("DSR_VONAGE_URL", simulator.url)
+    callback_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 (compared, not bound)
+    settings = replace(settings, base_url=settings.base_url or f"http://{callback_host}:{port}")
     upgrade(settings.sqlalchemy_url)
     datamap = load_datamap(settings)
     engine = make_engine(datamap.stores["portal_db"].connection["url"], create_folder=True)
@@ -313,9 +322,13 @@ dsr demo (embedded: SQLite in {settings.instance_dir}, in-process queue and work
   DPO login:      {email} / {password}
   DPO API token:  {token}
   Demo subject:   {portal.DEMO_SUBJECT}
+  Processor:      {simulator.url}  ({processor_sim.LABEL}; plays Vonage B.V.)
 Try it:  scripts/demo-access-request.sh {base} {token}
 """)
-    app.run(host=host, port=port, threaded=True, use_reloader=False)
+    try:
+        app.run(host=host, port=port, threaded=True, use_reloader=False)
+    finally:
+        simulator.shutdown()
 
 
 def _runtime():  # type: ignore[no-untyped-def]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import yaml
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, delete, text
@@ -30,6 +31,7 @@ from dsr.migrate import upgrade
 from dsr.models import AuditHead, Base, Role
 from dsr.queue import DsrSimpleWorker
 from dsr.web.app import create_app
+from tests.helpers import without_processor
 
 PG_URL = os.environ.get("DSR_TEST_DATABASE_URL")
 REDIS_URL = os.environ.get("DSR_TEST_REDIS_URL")
@@ -109,6 +111,15 @@ def _prepare(b: Backend, media: Path) -> None:
     engine.dispose()
 
 
+@pytest.fixture(scope="session")
+def test_datamap(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default data map without the processor store (see tests.helpers.without_processor)."""
+    path = tmp_path_factory.mktemp("datamap") / "datamap.yaml"
+    raw = without_processor(yaml.safe_load(DEFAULT_DATAMAP.read_text(encoding="utf-8")))
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
 @pytest.fixture
 def clean_db(backend: Backend) -> Iterator[None]:
     """Each test starts from the migrated, empty schema (rows deleted, chain head reset)."""
@@ -122,7 +133,8 @@ def clean_db(backend: Backend) -> Iterator[None]:
 
 
 @pytest.fixture
-def settings(backend: Backend, clean_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+def settings(backend: Backend, clean_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+             test_datamap: Path) -> Settings:
     monkeypatch.setenv("DSR_PORTAL_DB_URL", backend.store_url)
     monkeypatch.setenv("DSR_MEDIA_DIR", str(backend.media))
     logs.build(tmp_path / "instance" / "logs", lines=200)
@@ -131,7 +143,7 @@ def settings(backend: Backend, clean_db: None, tmp_path: Path, monkeypatch: pyte
         database_url=backend.database_url,
         redis_url=backend.redis_url,
         secret_key=SECRET,
-        datamap_path=DEFAULT_DATAMAP,
+        datamap_path=test_datamap,
         storage_dir=tmp_path / "storage",
         queue_name=f"dsr-test-{uuid.uuid4().hex[:8]}",
         embedded_worker=False,

@@ -19,6 +19,14 @@ def submit(client: FlaskClient, **overrides: Any) -> dict[str, Any]:
     return response.get_json()
 
 
+def without_processor(raw: dict[str, Any]) -> dict[str, Any]:
+    """The default map (as loaded from YAML) without the Vonage store: tests that are not about
+    processors need no simulator. tests/integration/test_processor_store.py runs it with one."""
+    raw = {**raw, "stores": {k: v for k, v in raw["stores"].items() if k != "vonage"}}
+    raw["recipients"] = {**raw["recipients"], "vonage": {**raw["recipients"]["vonage"], "notify": {"via": "manual"}}}
+    return raw
+
+
 def read_zip(data: bytes) -> dict[str, list[dict[str, str]]]:
     """CSV tables by archive path, each as a list of row dicts."""
     tables = {}

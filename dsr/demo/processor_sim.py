@@ -384,7 +384,9 @@ def serve(host: str = "127.0.0.1", port: int = 5081, *, secret: str, delay: floa
     simulator = Simulator(secret=secret, delay=delay, records=records)
     server = make_server("127.0.0.1", port, create_app(simulator), threaded=True)
     simulator.origin = f"http://127.0.0.1:{server.server_port}"
-    thread = threading.Thread(target=server.serve_forever, name="dsr-processor-simulator", daemon=True)
+    # A short poll interval: shutdown() returns within 0.05 s instead of 0.5 s.
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              name="dsr-processor-simulator", daemon=True)
     thread.start()
     log.warning("%s listening on %s/opendsr", LABEL, simulator.origin)
     return Handle(server, thread, simulator)

@@ -123,7 +123,7 @@ def verify(secret: str | bytes, body: bytes, timestamp: str | None, signed: str 
     """Raise ``SignatureError`` unless ``signed`` is the signature of the raw ``body`` at a fresh ``timestamp``."""
     if not timestamp or not signed:
         raise SignatureError(f"no {SIGNATURE_HEADER} and {TIMESTAMP_HEADER} headers", missing=True)
-    if not timestamp.isdigit() or len(timestamp) > 12:
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
         raise SignatureError(f"{TIMESTAMP_HEADER} is not a Unix time in seconds")
     current = time.time() if now is None else now
     if abs(current - int(timestamp)) > tolerance:
@@ -405,7 +405,8 @@ class ProcessorConnector(Connector):
                                     [url] if (url := self._callback_url(subject)) else [])
         if not document["subject_identities"]:
             known = ", ".join(self.store.identities)
-            return CollectResult(notes=[f"{self.store.name}: not asked; the subject has none of the identities "
+            return CollectResult(found=dict.fromkeys(self.store.tables, 0),
+                                 notes=[f"{self.store.name}: not asked; the subject has none of the identities "
                                         f"this processor is asked by ({known})"])
         if self.protocol == "webhook":
             return self._collect_webhook(document, sink)
@@ -502,7 +503,7 @@ class ProcessorConnector(Connector):
             answer = json.loads(inbox.read_bytes())  # its signature was verified when it arrived
             state = answer.get("request_status")
             if state in ("cancelled", "failed"):
-                inbox.unlink(missing_ok=True)  # a re-run asks the recipient again
+                # Final for this case, as at an OpenDSR processor: the answer is kept, so every retry says so.
                 reason = answer.get("reason") or answer.get("message")
                 raise StoreUnavailable(f"store {self.store.name}: the recipient reports request {reference} as "
                                        f"{state}" + (f": {str(reason)[:200]}" if reason else ""))

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from dsr import runtime as runtimes
 from dsr.config import Settings, project_folder
 from dsr.queue import EmbeddedWorker, RqDispatcher, Sweeper, connect, make_queue
-from dsr.web import api, home
+from dsr.web import api, callbacks, home
 from dsr.web.context import WebContext, web_context
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
 
     rest = Api(app)
     rest.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
-    for blueprint in (api.blp,):
+    for blueprint in (api.blp, callbacks.blp):
         rest.register_blueprint(blueprint)
     app.register_blueprint(home.bp)
     _health(app)

@@ -92,8 +92,9 @@ class Callback(MethodView):
         state = message.get("request_status")
         if state not in STATES:
             _abort(400, f"request_status must be one of {', '.join(STATES)}")
+        # OpenDSR 8.8: the echoed callback URL must be this endpoint ("ends with": a proxy may strip a prefix).
         echoed = message.get("status_callback_url")
-        if echoed is not None and urlsplit(str(echoed)).path.rstrip("/") != http.path.rstrip("/"):
+        if echoed is not None and not urlsplit(str(echoed)).path.rstrip("/").endswith(http.path.rstrip("/")):
             _abort(400, "status_callback_url is not this address")
         if state not in TERMINAL_STATES:
             return  # pending / in_progress: the next poll learns it as well; nothing to change

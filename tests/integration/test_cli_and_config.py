@@ -286,6 +286,7 @@ def test_a_separate_forking_worker_process_completes_a_request(backend, settings
         "DSR_QUEUE": settings.queue_name, "DSR_PORTAL_DB_URL": backend.store_url, "DSR_SECRET_KEY": SECRET,
         "DSR_STORAGE_DIR": str(settings.storage_dir), "DSR_INSTANCE_DIR": str(settings.instance_dir),
         "DSR_JOB_RETRY_INTERVALS": "none", "DSR_MEDIA_DIR": str(backend.media),
+        "DSR_DATAMAP": str(settings.datamap_path),
     })
     deadline = time.monotonic() + 60
     status, runs, logs = None, 0, []

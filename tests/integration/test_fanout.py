@@ -15,7 +15,7 @@ from dsr.db import make_engine
 from dsr.demo import portal
 from dsr.web.app import create_app
 from tests.conftest import purge_queue
-from tests.helpers import read_zip, submit
+from tests.helpers import read_zip, submit, without_processor
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def two_store_app(settings, tmp_path, monkeypatch):
     engine = make_engine(f"sqlite:///{archive}")
     portal.build(engine, portal.DemoSize(subjects=3, rows=6), seed=7)
     engine.dispose()
-    raw = yaml.safe_load(DEFAULT_DATAMAP.read_text())
+    raw = without_processor(yaml.safe_load(DEFAULT_DATAMAP.read_text()))
     archive_store = dict(raw["stores"]["portal_db"])
     archive_store["connection"] = {"url": "${DSR_ARCHIVE_URL}"}
     archive_store["tables"] = {k: v for k, v in raw["stores"]["portal_db"]["tables"].items()

@@ -15,6 +15,7 @@ from dsr.cli import main
 from dsr.config import DEFAULT_DATAMAP
 from dsr.datamap import DataMapError, load
 from dsr.datamap.record import COLUMNS, render
+from dsr.demo import processor_sim
 from dsr.stores import validate_store
 
 DEFAULT: dict[str, Any] = yaml.safe_load(DEFAULT_DATAMAP.read_text(encoding="utf-8"))
@@ -156,8 +157,16 @@ def test_cli_check_connect_finds_missing_tables_and_columns(tmp_path, monkeypatc
     blobs.build(make_engine(f"sqlite:///{store}"), tmp_path / "media")
     monkeypatch.setenv("DSR_INSTANCE_DIR", str(tmp_path))
     monkeypatch.setenv("DSR_PORTAL_DB_URL", f"sqlite:///{store}")
-    ok = CliRunner().invoke(main, ["datamap", "check", "--connect", str(DEFAULT_DATAMAP)])
+    monkeypatch.setenv("DSR_MEDIA_DIR", str(tmp_path / "media"))
+    monkeypatch.setenv("DSR_VONAGE_SECRET", "s" * 32)
+    simulator = processor_sim.serve(port=0, secret="s" * 32)  # the processor's side, on loopback
+    monkeypatch.setenv("DSR_VONAGE_URL", simulator.url)
+    try:
+        ok = CliRunner().invoke(main, ["datamap", "check", "--connect", str(DEFAULT_DATAMAP)])
+    finally:
+        simulator.shutdown()
     assert ok.exit_code == 0, ok.output
+    assert ok.output.count("reachable, everything the map names exists") == 5
     data = copy.deepcopy(DEFAULT)
     _tables(data)["consents"]["references"] = {"acount_id": "accounts.id"}
     _tables(data)["ghosts"] = {"key": "id", "category": "acct_identity", "references": {"account_id": "accounts.id"}}

@@ -442,8 +442,9 @@ def test_the_data_map_loader_reports_jsonl_problems_with_their_place(tmp_path: P
     from dsr.config import DEFAULT_DATAMAP
     from dsr.datamap import DataMapError, parse
     from dsr.stores import validate_store
+    from tests.helpers import without_processor
 
-    raw = yaml.safe_load(DEFAULT_DATAMAP.read_text(encoding="utf-8"))
+    raw = without_processor(yaml.safe_load(DEFAULT_DATAMAP.read_text(encoding="utf-8")))
     raw["stores"] = {"web_logs": {
         "connector": "jsonl", "description": {"de": "Protokolle", "en": "logs"},
         "connection": {"pattern": "access.log*"},
