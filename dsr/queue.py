@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
@@ -55,7 +55,10 @@ class RqDispatcher:
         options: dict[str, Any] = {"job_id": job.job_id, "depends_on": depends_on, "retry": retry,
                                    "job_timeout": JOB_TIMEOUT, "result_ttl": 24 * 3600, "failure_ttl": 30 * 24 * 3600}
         if job.not_before is not None and job.not_before > datetime.now(UTC):
-            self.queue.enqueue_at(job.not_before, job.function, *job.args, **options)
+            # RQ's scheduler keeps whole seconds and may run a job up to a second early: round up,
+            # so "not before" holds (a processor asked again too soon just answers "pending").
+            at = job.not_before.replace(microsecond=0) + timedelta(seconds=1)
+            self.queue.enqueue_at(at, job.function, *job.args, **options)
         else:
             self.queue.enqueue(job.function, *job.args, **options)
 

@@ -44,7 +44,7 @@ class Runtime:
     def connector(self, store: str) -> Connector:
         if store not in self._connectors:
             spec = self.datamap.stores[store]
-            context = ConnectorContext(self.settings.instance_dir, self.connector)
+            context = ConnectorContext(self.settings.instance_dir, self.connector, self.settings.base_url)
             self._connectors[store] = connector_class(spec.connector)(spec, context)
         return self._connectors[store]
 

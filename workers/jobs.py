@@ -21,13 +21,13 @@ def advance(request_id: str) -> str:
         return f"{request.reference}: {len(tasks)} task(s) planned"
 
 
-def collect(task_id: str) -> str:
+def collect(task_id: str, after_attempt: int | None = None) -> str:
     rt = current()
     job = get_current_job()
     final = job is None or not job.retries_left
     task = fulfilment.collect(rt.sessions, rt.connector, rt.storage, uuid.UUID(task_id), final_attempt=final,
                               processor_deadline=timedelta(days=rt.settings.processor_deadline_days),
-                              resolve=rt.resolve)
+                              resolve=rt.resolve, after_attempt=after_attempt)
     if task is None:
         return "nothing to do"
     return f"{task.store}: {task.status}, {task.counts.get('total', 0)} record(s)"

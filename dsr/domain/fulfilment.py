@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Result, select, update
+from sqlalchemy import CursorResult, Result, and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dsr.datamap import DataMap
@@ -26,7 +26,7 @@ from dsr.exports.disclosure import DisclosingSink
 from dsr.exports.package import PackedFile, build_zip
 from dsr.models import Artifact, Request, RequestStatus, Task, TaskStatus, utcnow
 from dsr.outbox import schedule
-from dsr.stores import Connector, Pending, Subject
+from dsr.stores import Connector, Pending, Refused, StoreUnavailable, Subject
 
 WORKER = "worker"
 
@@ -45,7 +45,11 @@ class Storage:
         return self.root / "packages" / str(request_id) / filename
 
 
-CLAIMABLE = (TaskStatus.QUEUED.value, TaskStatus.RUNNING.value, TaskStatus.WAITING.value)
+CLAIMABLE = (TaskStatus.QUEUED.value, TaskStatus.WAITING.value)
+# A task left 'running' this long was abandoned by a worker that died: it may be claimed again.
+STALE_RUN = timedelta(hours=2)
+# When a store that was answering later cannot be reached, ask again after this long (until its deadline).
+UNREACHABLE_RETRY = 300
 
 
 def collect(
@@ -57,13 +61,20 @@ def collect(
     final_attempt: bool,
     processor_deadline: timedelta = timedelta(days=10),
     resolve: Callable[[Subject, str], Subject] = lambda subject, _store: subject,
+    after_attempt: int | None = None,
 ) -> Task | None:
-    """Run one collect task. Returns None when there was nothing to do (already done elsewhere)."""
+    """Run one collect task. Returns None when there was nothing to do (done elsewhere, or a poll that
+    a callback or another poll overtook: ``after_attempt`` names the attempt a poll follows)."""
+    now = utcnow()
     with sessions.begin() as session:
+        claimable = or_(Task.status.in_(CLAIMABLE),
+                        and_(Task.status == TaskStatus.RUNNING.value, Task.started_at < now - STALE_RUN))
+        condition = [Task.id == task_id, claimable]
+        if after_attempt is not None:
+            condition.append(Task.attempts == after_attempt)
         claimed = _rowcount(session.execute(
-            update(Task)
-            .where(Task.id == task_id, Task.status.in_(CLAIMABLE))
-            .values(status=TaskStatus.RUNNING.value, attempts=Task.attempts + 1, started_at=utcnow(), error=None)
+            update(Task).where(*condition)
+            .values(status=TaskStatus.RUNNING.value, attempts=Task.attempts + 1, started_at=now, error=None)
         ))
         if not claimed:
             return None
@@ -72,6 +83,7 @@ def collect(
         request = session.get(Request, task.request_id)
         assert request is not None
         attempt, store, request_id = task.attempts, task.store, task.request_id
+        waiting = dict(task.checkpoint or {}) if "waiting_since" in (task.checkpoint or {}) else None
         subject = Subject.from_email(request.email, case_id=str(request.id), received_at=request.received_at,
                                      request_type=request.type)
 
@@ -85,6 +97,14 @@ def collect(
     except Pending as pending:
         days = connector.store.deadline_days
         return _wait(sessions, task_id, attempt, pending, timedelta(days=days) if days else processor_deadline)
+    except StoreUnavailable as exc:
+        if waiting is None or isinstance(exc, Refused):
+            _fail(sessions, task_id, attempt, exc, final_attempt or isinstance(exc, Refused))
+            raise
+        # It had accepted the request and answers later: an outage is not the end of it before its deadline.
+        days = connector.store.deadline_days
+        later = Pending(waiting.get("reference", "?"), UNREACHABLE_RETRY, f"unreachable, asking again later: {exc}")
+        return _wait(sessions, task_id, attempt, later, timedelta(days=days) if days else processor_deadline)
     except Exception as exc:
         _fail(sessions, task_id, attempt, exc, final_attempt)
         raise
@@ -123,13 +143,15 @@ def _wait(sessions: sessionmaker[Session], task_id: uuid.UUID, attempt: int, pen
                      job_id=work.assemble_id(task.request_id, f"{task.id.hex[:8]}-{attempt}"))
             return task
         task.status = TaskStatus.WAITING.value
-        task.checkpoint = {"reference": pending.reference, "waiting_since": since.isoformat()}
+        # The first answer (a processor's signed receipt) is evidence (LC-61): it is kept, not overwritten.
+        task.checkpoint = {"reference": pending.reference, "waiting_since": since.isoformat(),
+                           "first_answer": previous.get("first_answer", pending.note)}
         task.counts = {**(task.counts or {}), "notes": [pending.note] if pending.note else []}
         if "waiting_since" not in previous:
             audit.record(session, "task.waiting", actor=WORKER, request_id=task.request_id,
-                         data={"store": task.store, "reference": pending.reference})
+                         data={"store": task.store, "reference": pending.reference, "answer": pending.note})
         poll = work.collect_id(task.id, attempt + 1)
-        schedule(session, work.COLLECT, str(task.id), job_id=poll,
+        schedule(session, work.COLLECT, str(task.id), attempt, job_id=poll,
                  not_before=now + timedelta(seconds=pending.retry_after))
         schedule(session, work.ASSEMBLE, str(task.request_id),
                  job_id=work.assemble_id(task.request_id, f"{task.id.hex[:8]}-{attempt + 1}"), depends_on=[poll])
@@ -137,11 +159,15 @@ def _wait(sessions: sessionmaker[Session], task_id: uuid.UUID, attempt: int, pen
 
 
 def wake(session: Session, task: Task) -> bool:
-    """The store says its answer is ready (a signed callback): collect now instead of at the next poll."""
+    """The store says its answer is ready (a signed callback): collect now instead of at the next poll.
+
+    Idempotent: the task leaves 'waiting', so a repeated callback wakes nothing, and the poll that was
+    scheduled for this attempt finds itself overtaken and does nothing."""
     if task.status != TaskStatus.WAITING:
         return False
+    task.status = TaskStatus.QUEUED.value
     job = work.collect_id(task.id, f"{task.attempts + 1}-wake")
-    schedule(session, work.COLLECT, str(task.id), job_id=job)
+    schedule(session, work.COLLECT, str(task.id), task.attempts, job_id=job)
     schedule(session, work.ASSEMBLE, str(task.request_id),
              job_id=work.assemble_id(task.request_id, f"{task.id.hex[:8]}-{task.attempts + 1}-wake"),
              depends_on=[job])

@@ -29,6 +29,11 @@ class StoreUnavailable(Exception):
     """The store could not be reached or read; the job will be retried."""
 
 
+class Refused(StoreUnavailable):
+    """The store answered that it did not or will not do it (a processor's 'failed' or 'cancelled'):
+    final for this attempt, even for a task that was waiting for the store's answer."""
+
+
 class Pending(Exception):
     """The store accepted the request and will answer later (a processor working asynchronously).
 
@@ -91,6 +96,7 @@ class ConnectorContext:
 
     instance_dir: Path
     connector_for: Any = None  # Callable[[str], Connector]
+    base_url: str | None = None  # this installation's public URL, for a processor's status callbacks
 
 
 class _Options(Schema):

@@ -62,6 +62,7 @@ from dsr.stores.base import (
     Connector,
     NotSupported,
     Pending,
+    Refused,
     StoreUnavailable,
     Subject,
     TableSink,
@@ -478,7 +479,7 @@ class ProcessorConnector(Connector):
             return result
         if state in ("cancelled", "failed"):
             reason = status.get("reason") or status.get("message")
-            raise StoreUnavailable(f"store {self.store.name}: the processor reports OpenDSR request {reference} as "
+            raise Refused(f"store {self.store.name}: the processor reports OpenDSR request {reference} as "
                                    f"{state}" + (f": {str(reason)[:200]}" if reason else ""))
         raise StoreUnavailable(f"store {self.store.name}: unknown request_status {str(state)[:40]!r} for {reference}")
 
@@ -505,7 +506,7 @@ class ProcessorConnector(Connector):
             if state in ("cancelled", "failed"):
                 # Final for this case, as at an OpenDSR processor: the answer is kept, so every retry says so.
                 reason = answer.get("reason") or answer.get("message")
-                raise StoreUnavailable(f"store {self.store.name}: the recipient reports request {reference} as "
+                raise Refused(f"store {self.store.name}: the recipient reports request {reference} as "
                                        f"{state}" + (f": {str(reason)[:200]}" if reason else ""))
             if state == "completed":
                 if "tables" in answer:

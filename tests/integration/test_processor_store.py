@@ -209,7 +209,8 @@ def test_a_signed_callback_wakes_the_waiting_task_and_the_package_holds_the_proc
     assert "signed receipt verified" in tasks["vonage"]["counts"]["notes"][0]
     assert _actions(detail).count("task.waiting") == 1
     waiting = next(e for e in detail["timeline"] if e["action"] == "task.waiting")
-    assert waiting["data"] == {"store": "vonage", "reference": reference}
+    assert waiting["data"]["store"] == "vonage" and waiting["data"]["reference"] == reference
+    assert "signed receipt verified" in waiting["data"]["answer"]  # the receipt is evidence (LC-61)
     assert sim.simulator.cases[reference].document["status_callback_urls"] == [
         f"{live.url}/api/v1/callbacks/opendsr/vonage/{request_id}"]
 
