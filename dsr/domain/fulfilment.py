@@ -7,20 +7,21 @@ or a retry after a crash, never mixes two attempts' files.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import IO, Any, BinaryIO, cast
 
 from sqlalchemy import CursorResult, Result, and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dsr.datamap import DataMap
 from dsr.domain import audit, work
-from dsr.domain.errors import NotFound
+from dsr.domain.errors import DomainError, InvalidTransition, NotFound
 from dsr.exports.csv_files import CsvDirectorySink
 from dsr.exports.disclosure import DisclosingSink
 from dsr.exports.package import PackedFile, build_zip
@@ -150,12 +151,58 @@ def _wait(sessions: sessionmaker[Session], task_id: uuid.UUID, attempt: int, pen
         if "waiting_since" not in previous:
             audit.record(session, "task.waiting", actor=WORKER, request_id=task.request_id,
                          data={"store": task.store, "reference": pending.reference, "answer": pending.note})
-        poll = work.collect_id(task.id, attempt + 1)
-        schedule(session, work.COLLECT, str(task.id), attempt, job_id=poll,
-                 not_before=now + timedelta(seconds=pending.retry_after))
-        schedule(session, work.ASSEMBLE, str(task.request_id),
-                 job_id=work.assemble_id(task.request_id, f"{task.id.hex[:8]}-{attempt + 1}"), depends_on=[poll])
+        if pending.retry_after is not None:
+            poll = work.collect_id(task.id, attempt + 1)
+            schedule(session, work.COLLECT, str(task.id), attempt, job_id=poll,
+                     not_before=now + timedelta(seconds=pending.retry_after))
+            schedule(session, work.ASSEMBLE, str(task.request_id),
+                     job_id=work.assemble_id(task.request_id, f"{task.id.hex[:8]}-{attempt + 1}"), depends_on=[poll])
         return task
+
+
+def complete_by_hand(session: Session, task: Task, storage: Storage, *, actor: str, note: str,
+                     evidence: Sequence[tuple[str, IO[bytes]]], now: datetime) -> Task:
+    """A person did a store's work (a paper archive, a system without an API) and says so, with a note
+    and files as evidence. The files go into the package under the store's name; their SHA-256 and
+    the note stay with the task, and the request is assembled anew."""
+    if task.status != TaskStatus.WAITING:
+        raise InvalidTransition(f"task {task.store} is {task.status}; only a waiting task is completed by hand")
+    if not note.strip():
+        raise DomainError("a note is required: what was searched or done, and what was found")
+    attempt = task.attempts
+    out = storage.work_dir(task.request_id, task.store, attempt)
+    shutil.rmtree(out, ignore_errors=True)
+    files = []
+    sink = CsvDirectorySink(out)
+    for name, content in evidence:
+        digest = hashlib.sha256()
+        counting = _Hashing(content, digest)
+        sink.add_file("evidence", name, cast(BinaryIO, counting))
+        files.append({"name": name, "size": counting.size, "sha256": digest.hexdigest()})
+    task.status, task.finished_at, task.error = TaskStatus.DONE.value, now, None
+    task.counts = {**(task.counts or {}), "found": {}, "files": {"evidence": len(files)}, "total": len(files),
+                   "note": note.strip(), "evidence": files, "completed_by": actor}
+    task.checkpoint = {**(task.checkpoint or {}), "output": str(out.relative_to(storage.root))}
+    audit.record(session, "task.completed_by_hand", actor=actor, request_id=task.request_id, at=now, data={
+        "store": task.store, "evidence": [{"sha256": f["sha256"], "size": f["size"]} for f in files],
+        "note_sha256": hashlib.sha256(note.strip().encode()).hexdigest(),
+    })
+    schedule(session, work.ASSEMBLE, str(task.request_id),
+             job_id=work.assemble_id(task.request_id, f"{task.id.hex[:8]}-{attempt}-manual"))
+    return task
+
+
+class _Hashing:
+    """Reads through to ``inner`` while hashing and counting what was read."""
+
+    def __init__(self, inner: IO[bytes], digest: Any) -> None:
+        self.inner, self.digest, self.size = inner, digest, 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.inner.read(n)
+        self.digest.update(data)
+        self.size += len(data)
+        return data
 
 
 def wake(session: Session, task: Task) -> bool:

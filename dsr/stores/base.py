@@ -40,8 +40,9 @@ class Pending(Exception):
     ``reference`` is the store's id for it; ``retry_after`` how many seconds until asking again.
     """
 
-    def __init__(self, reference: str, retry_after: float, note: str = "") -> None:
+    def __init__(self, reference: str, retry_after: float | None, note: str = "") -> None:
         super().__init__(note or f"pending at the store as {reference}")
+        # None: nothing to poll; the answer comes from a person (a manual store) or a callback.
         self.reference, self.retry_after, self.note = reference, retry_after, note
 
 

@@ -11,14 +11,15 @@ from flask_smorest import Blueprint, abort
 from sqlalchemy import update
 from werkzeug.wrappers import Response
 
-from dsr.domain import audit, intake, planning
-from dsr.domain.errors import InvalidTransition, NotFound
+from dsr.domain import audit, fulfilment, intake, planning
+from dsr.domain.errors import DomainError, InvalidTransition, NotFound
 from dsr.models import Artifact, RequestType, Task, utcnow
 from dsr.web.auth import principal, require_token
 from dsr.web.context import runtime
 from dsr.web.downloads import LinkSigner
 from dsr.web.schemas import (
     ArtifactSchema,
+    CompleteTaskSchema,
     RequestSchema,
     SubmitRequestSchema,
     SubmittedSchema,
@@ -33,12 +34,17 @@ NO_REQUEST = "No such request"
 JSON_TYPES = ("application/json",)
 
 
+MULTIPART_ENDPOINTS = ("api.CompleteTask",)  # these take files as evidence
+
+
 @blp.before_request
 def _json_only() -> None:
     """A body that is not JSON is refused as such, instead of reading as 'every field missing'."""
     from flask import request as http
 
     if http.method in ("POST", "PUT", "PATCH") and http.content_length and not http.is_json:
+        if http.endpoint in MULTIPART_ENDPOINTS and http.mimetype == "multipart/form-data":
+            return
         abort(415, message="send the body as JSON with Content-Type: application/json")
 
 
@@ -137,6 +143,36 @@ class Rerun(MethodView):
                 planning.rerun(session, request, task, actor=principal().actor, now=utcnow())
             except InvalidTransition as exc:
                 _abort(409, str(exc))
+            return task
+
+
+@blp.route("/requests/<uuid:request_id>/tasks/<uuid:task_id>/complete")
+class CompleteTask(MethodView):
+    @blp.doc(security=BEARER)
+    @require_token
+    @blp.arguments(CompleteTaskSchema, location="form")
+    @blp.response(200, TaskSchema)
+    @blp.alt_response(401, description=UNAUTHORIZED)
+    @blp.alt_response(404, description="No such request or task")
+    @blp.alt_response(409, description="The task is not waiting for a person")
+    def post(self, data: dict[str, Any], request_id: uuid.UUID, task_id: uuid.UUID) -> Task:
+        """Complete a store's task by hand (multipart form: ``note``, and files as ``evidence``)."""
+        from flask import request as http
+
+        rt = runtime()
+        with rt.sessions.begin() as session:
+            request = _get(session, request_id, for_update=True)
+            task = session.get(Task, task_id, with_for_update=True)
+            if task is None or task.request_id != request.id:
+                _abort(404, f"request {request.reference} has no task {task_id}")
+            evidence = [(f.filename or "evidence", f.stream) for f in http.files.getlist("evidence")]
+            try:
+                fulfilment.complete_by_hand(session, task, rt.storage, actor=principal().actor, note=data["note"],
+                                            evidence=evidence, now=utcnow())
+            except InvalidTransition as exc:
+                _abort(409, str(exc))
+            except DomainError as exc:
+                _abort(422, str(exc))
             return task
 
 

@@ -35,6 +35,11 @@ class VerifySchema(_Strict):
                            metadata={"description": "How the identity was checked, e.g. 'manual', 'email-link'."})
 
 
+class CompleteTaskSchema(Schema):
+    note = fields.String(required=True, validate=validate.Length(min=1, max=5000),
+                         metadata={"description": "What was searched or done, and what was found."})
+
+
 class TaskSchema(Schema):
     id = fields.UUID()
     store = fields.String()
