@@ -85,16 +85,19 @@ def collect(
         assert request is not None
         attempt, store, request_id = task.attempts, task.store, task.request_id
         waiting = dict(task.checkpoint or {}) if "waiting_since" in (task.checkpoint or {}) else None
+        earlier = dict((task.checkpoint or {}).get("resume") or {})
         subject = Subject.from_email(request.email, case_id=str(request.id), received_at=request.received_at,
                                      request_type=request.type)
 
     out = storage.work_dir(request_id, store, attempt)
     shutil.rmtree(out, ignore_errors=True)
+    progress = _Progress(sessions, task_id, attempt, storage, out, earlier)
     try:
         subject = resolve(subject, store)
         connector = connector_for(store)
         sink = DisclosingSink(CsvDirectorySink(out), connector.store)
-        result = connector.collect(subject, sink)
+        progress.summary = sink.summary
+        result = connector.collect(subject, sink, progress)
     except Pending as pending:
         days = connector.store.deadline_days
         return _wait(sessions, task_id, attempt, pending, timedelta(days=days) if days else processor_deadline)
@@ -115,7 +118,8 @@ def collect(
             .where(Task.id == task_id, Task.attempts == attempt, Task.status == TaskStatus.RUNNING.value)
             .values(status=TaskStatus.DONE.value, finished_at=utcnow(),
                     counts={"found": result.found, "files": result.files, "total": result.total,
-                            "redactions": sink.summary(), "notes": result.notes},
+                            "redactions": {**progress.redactions, **sink.summary()}, "notes": result.notes,
+                            **({"resumed": sorted(progress.carried)} if progress.carried else {})},
                     checkpoint={"output": str(out.relative_to(storage.root))})
         ))
         if done:
@@ -123,6 +127,52 @@ def collect(
                          data={"store": store, "action": "collect", "attempt": attempt, "found": result.found,
                                "files": result.files})
         return session.get(Task, task_id)
+
+
+class _Progress:
+    """Per-unit checkpoints in the task row. A retry adopts the units an earlier attempt finished
+    (their files move into the new attempt's folder) and the connector skips them."""
+
+    def __init__(self, sessions: sessionmaker[Session], task_id: uuid.UUID, attempt: int, storage: Storage,
+                 out: Path, earlier: dict[str, Any]) -> None:
+        self.sessions, self.task_id, self.attempt, self.storage, self.out = sessions, task_id, attempt, storage, out
+        self.units: dict[str, int] = {}
+        self.redactions: dict[str, Any] = dict(earlier.get("redactions") or {})
+        self.carried: set[str] = set()
+        self.summary: Callable[[], dict[str, Any]] = dict
+        source = storage.root / earlier["dir"] if earlier.get("dir") else None
+        if source is not None and source.is_dir():
+            for unit, found in (earlier.get("done") or {}).items():
+                if _move_unit(source, out, unit):
+                    self.units[unit] = int(found)
+                    self.carried.add(unit)
+
+    def done(self, unit: str) -> bool:
+        return unit in self.carried
+
+    def found(self, unit: str) -> int:
+        return self.units[unit]
+
+    def complete(self, unit: str, found: int) -> None:
+        self.units[unit] = found
+        with self.sessions.begin() as session:
+            task = session.get(Task, self.task_id, with_for_update=True)
+            if task is None or task.attempts != self.attempt:
+                return
+            task.checkpoint = {**(task.checkpoint or {}), "resume": {
+                "dir": str(self.out.relative_to(self.storage.root)), "done": dict(self.units),
+                "redactions": {**self.redactions, **self.summary()}}}
+
+
+def _move_unit(source: Path, target: Path, unit: str) -> bool:
+    """Move a finished unit's output (``<unit>.csv`` and a ``<unit>/`` folder of files) between attempts."""
+    moved = False
+    for name in (f"{unit}.csv", unit):
+        if (source / name).exists():
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(source / name), str(target / name))
+            moved = True
+    return moved
 
 
 def _wait(sessions: sessionmaker[Session], task_id: uuid.UUID, attempt: int, pending: Pending,

@@ -64,6 +64,19 @@ class Subject:
         return cls({"email": email.strip().lower()}, **context)
 
 
+class Progress(Protocol):
+    """Checkpoints of a long collection, so a retried job resumes instead of starting over.
+
+    A connector that reads in units (tables) asks ``done(unit)`` before one and skips it when true
+    (its output from the earlier attempt is kept), and calls ``complete(unit, found)`` after one."""
+
+    def done(self, unit: str) -> bool: ...
+
+    def found(self, unit: str) -> int: ...
+
+    def complete(self, unit: str, found: int) -> None: ...
+
+
 class TableWriter(Protocol):
     def write(self, rows: Sequence[Sequence[Any]]) -> None: ...
 
@@ -134,7 +147,7 @@ class Connector:
         with ``warning:``."""
         return []
 
-    def collect(self, subject: Subject, sink: TableSink) -> CollectResult:
+    def collect(self, subject: Subject, sink: TableSink, progress: Progress | None = None) -> CollectResult:
         raise NotSupported(f"{self.type_name} cannot collect")
 
     def resolve(self, subject: Subject) -> dict[str, str]:

@@ -41,6 +41,7 @@ from dsr.stores.base import (
     CollectResult,
     Connector,
     NotSupported,
+    Progress,
     StoreUnavailable,
     Subject,
     TableSink,
@@ -363,7 +364,7 @@ class FilesConnector(Connector):
 
     # ---- collect
 
-    def collect(self, subject: Subject, sink: TableSink) -> CollectResult:
+    def collect(self, subject: Subject, sink: TableSink, progress: Progress | None = None) -> CollectResult:
         root = self._root()
         result = CollectResult()
         for name, options in self.tables.items():

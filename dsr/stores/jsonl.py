@@ -41,6 +41,7 @@ from dsr.stores.base import (
     CollectResult,
     Connector,
     ConnectorContext,
+    Progress,
     StoreUnavailable,
     Subject,
     TableSink,
@@ -366,7 +367,7 @@ class JsonlConnector(Connector):
         return [_Matcher(kind, path, subject.identities[kind])
                 for kind, path in self.fields.items() if subject.identities.get(kind)]
 
-    def collect(self, subject: Subject, sink: TableSink) -> CollectResult:
+    def collect(self, subject: Subject, sink: TableSink, progress: Progress | None = None) -> CollectResult:
         listing = self._listing()
         files = list(listing)
         folder = self.folder

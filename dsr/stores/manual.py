@@ -10,7 +10,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, fields, validate
 
 from dsr.datamap.schema import Localized
-from dsr.stores.base import CollectResult, Connector, Pending, Subject, TableSink, register
+from dsr.stores.base import CollectResult, Connector, Pending, Progress, Subject, TableSink, register
 
 
 class _Connection(Schema):
@@ -27,7 +27,7 @@ class ManualConnector(Connector):
     type_name = "manual"
     connection_schema = _Connection
 
-    def collect(self, subject: Subject, sink: TableSink) -> CollectResult:
+    def collect(self, subject: Subject, sink: TableSink, progress: Progress | None = None) -> CollectResult:
         instructions: Any = self.store.connection.get("instructions") or {}
         raise Pending(f"manual:{self.store.name}", None,
                       f"waiting for a person: {instructions.get('en', '')}".strip())

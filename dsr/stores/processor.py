@@ -62,6 +62,7 @@ from dsr.stores.base import (
     Connector,
     NotSupported,
     Pending,
+    Progress,
     Refused,
     StoreUnavailable,
     Subject,
@@ -401,7 +402,7 @@ class ProcessorConnector(Connector):
                                 f"{pair[0]} in format {pair[1]}")
         return problems
 
-    def collect(self, subject: Subject, sink: TableSink) -> CollectResult:
+    def collect(self, subject: Subject, sink: TableSink, progress: Progress | None = None) -> CollectResult:
         document = request_document(subject, self.store.name, self.store.identities,
                                     [url] if (url := self._callback_url(subject)) else [])
         if not document["subject_identities"]:

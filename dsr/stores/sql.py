@@ -16,7 +16,7 @@ from sqlalchemy.exc import NoSuchTableError, OperationalError, SQLAlchemyError
 
 from dsr.db import make_engine
 from dsr.stores import copy_sql
-from dsr.stores.base import CollectResult, Connector, StoreUnavailable, Subject, TableSink, register
+from dsr.stores.base import CollectResult, Connector, Progress, StoreUnavailable, Subject, TableSink, register
 
 
 class _Connection(Schema):
@@ -179,24 +179,29 @@ class SqlConnector(Connector):
             conditions.append(t.c[column].in_(select(o.c[other_column]).where(self.membership(other, subject))))
         return or_(*conditions) if conditions else false()
 
-    def collect(self, subject: Subject, sink: TableSink) -> CollectResult:
+    def collect(self, subject: Subject, sink: TableSink, progress: Progress | None = None) -> CollectResult:
         try:
-            return self._collect(subject, sink)
+            return self._collect(subject, sink, progress)
         except StoreUnavailable:
             self.close()  # the next attempt connects and reflects afresh: the store may be back by then
             raise
 
-    def _collect(self, subject: Subject, sink: TableSink) -> CollectResult:
+    def _collect(self, subject: Subject, sink: TableSink, progress: Progress | None) -> CollectResult:
         tables = self._reflect()
         result = CollectResult()
         try:
             with self.engine.connect() as conn:
                 for name in self.store.tables:
+                    if progress is not None and progress.done(name):
+                        result.found[name] = progress.found(name)  # exported by an earlier attempt
+                        continue
                     where = self.membership(name, subject)
                     if copy_sql.usable(conn, sink, tables[name]):
                         result.found[name] = self._copy(conn, sink, name, tables[name], where)
                     else:
                         result.found[name] = self._stream(conn, sink, name, tables[name], where)
+                    if progress is not None:
+                        progress.complete(name, result.found[name])
         except OperationalError as exc:
             raise StoreUnavailable(f"store {self.store.name}: {exc.orig or exc}") from exc
         return result

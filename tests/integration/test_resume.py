@@ -1,0 +1,67 @@
+"""A store job that fails part-way is retried from its checkpoint: finished tables are not read again."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from dsr.stores.sql import SqlConnector
+from dsr.web.app import create_app
+from tests.conftest import purge_queue
+from tests.helpers import read_zip, submit
+
+
+@pytest.fixture
+def retrying_app(settings):
+    app = create_app(replace(settings, retry_intervals=(0,)))
+    yield app
+    if settings.redis_url:
+        purge_queue(app.extensions["dsr"].queue)
+    app.extensions["dsr"].runtime.close()
+
+
+def test_a_retried_sql_collection_resumes_after_the_tables_already_exported(retrying_app, monkeypatch):
+    from dsr.domain.accounts import create_api_token
+    from dsr.models import Role
+    from dsr.queue import DsrSimpleWorker
+
+    app, client = retrying_app, retrying_app.test_client()
+    with app.extensions["dsr"].runtime.sessions.begin() as session:
+        _row, token = create_api_token(session, name="t", role=Role.DPO)
+    auth = {"Authorization": f"Bearer {token}"}
+
+    read: list[str] = []
+    real_stream, real_copy = SqlConnector._stream, SqlConnector._copy
+
+    def flaky(real):  # type: ignore[no-untyped-def]
+        def read_table(self, conn, sink, name, *args):  # type: ignore[no-untyped-def]
+            read.append(name)
+            if name == "call_records" and read.count(name) == 1:
+                raise ConnectionError("server closed the connection unexpectedly")  # mid-collection
+            return real(self, conn, sink, name, *args)
+        return read_table
+
+    monkeypatch.setattr(SqlConnector, "_stream", flaky(real_stream))
+    monkeypatch.setattr(SqlConnector, "_copy", flaky(real_copy))
+    created = submit(client)
+    client.post(f"/api/v1/requests/{created['id']}/verify", headers=auth)
+    context = app.extensions["dsr"]
+    DsrSimpleWorker([context.queue], connection=context.queue.connection, runtime=context.runtime).work(
+        burst=True, logging_level="CRITICAL")
+
+    detail = client.get(f"/api/v1/requests/{created['id']}", headers=auth).get_json()
+    assert detail["status"] == "completed", detail
+    portal = next(t for t in detail["tasks"] if t["store"] == "portal_db")
+    assert portal["attempts"] == 2
+    tables = list(app.extensions["dsr"].runtime.datamap.stores["portal_db"].tables)
+    before = tables[: tables.index("call_records")]
+    # The retry read only the tables the first attempt had not finished.
+    assert read == [*before, "call_records", *tables[tables.index("call_records"):]]
+    assert portal["counts"]["resumed"] == sorted(before)
+    assert set(portal["counts"]["found"]) == set(tables)
+    assert "payment_methods" in portal["counts"]["redactions"]  # kept from the first attempt
+    package = read_zip(client.get(client.get(f"/api/v1/requests/{created['id']}/artifacts", headers=auth)
+                                  .get_json()[0]["download_url"].replace("http://localhost", "")).data)
+    for table in tables:
+        assert len(package[f"portal_db/{table}.csv"]) == portal["counts"]["found"][table] > 0
