@@ -27,7 +27,8 @@ def collect(task_id: str, after_attempt: int | None = None) -> str:
     final = job is None or not job.retries_left
     task = fulfilment.collect(rt.sessions, rt.connector, rt.storage, uuid.UUID(task_id), final_attempt=final,
                               processor_deadline=timedelta(days=rt.settings.processor_deadline_days),
-                              resolve=rt.resolve, after_attempt=after_attempt)
+                              resolve=rt.resolve, after_attempt=after_attempt,
+                              categories=rt.datamap.categories)
     if task is None:
         return "nothing to do"
     return f"{task.store}: {task.status}, {task.counts.get('total', 0)} record(s)"

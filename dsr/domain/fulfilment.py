@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -19,13 +19,13 @@ from typing import IO, Any, BinaryIO, cast
 from sqlalchemy import CursorResult, Result, and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from dsr.datamap import DataMap
+from dsr.datamap import Category, DataMap, FieldRule
 from dsr.domain import audit, work
 from dsr.domain.errors import DomainError, InvalidTransition, NotFound
 from dsr.exports.csv_files import CsvDirectorySink
 from dsr.exports.disclosure import DisclosingSink
 from dsr.exports.package import PackedFile, build_zip
-from dsr.models import Artifact, Request, RequestStatus, Task, TaskStatus, utcnow
+from dsr.models import Artifact, Request, RequestStatus, RequestType, Task, TaskStatus, utcnow
 from dsr.outbox import schedule
 from dsr.stores import Connector, Pending, Refused, StoreUnavailable, Subject
 
@@ -63,6 +63,7 @@ def collect(
     processor_deadline: timedelta = timedelta(days=10),
     resolve: Callable[[Subject, str], Subject] = lambda subject, _store: subject,
     after_attempt: int | None = None,
+    categories: Mapping[str, Category] | None = None,
 ) -> Task | None:
     """Run one collect task. Returns None when there was nothing to do (done elsewhere, or a poll that
     a callback or another poll overtook: ``after_attempt`` names the attempt a poll follows)."""
@@ -83,7 +84,7 @@ def collect(
         assert task is not None
         request = session.get(Request, task.request_id)
         assert request is not None
-        attempt, store, request_id = task.attempts, task.store, task.request_id
+        attempt, store, request_id, request_type = task.attempts, task.store, task.request_id, request.type
         waiting = dict(task.checkpoint or {}) if "waiting_since" in (task.checkpoint or {}) else None
         earlier = dict((task.checkpoint or {}).get("resume") or {})
         subject = Subject.from_email(request.email, case_id=str(request.id), received_at=request.received_at,
@@ -95,7 +96,7 @@ def collect(
     try:
         subject = resolve(subject, store)
         connector = connector_for(store)
-        sink = DisclosingSink(CsvDirectorySink(out), connector.store)
+        sink = DisclosingSink(CsvDirectorySink(out), connector.store, _scope(request_type, categories))
         progress.summary = sink.summary
         result = connector.collect(subject, sink, progress)
     except Pending as pending:
@@ -119,6 +120,7 @@ def collect(
             .values(status=TaskStatus.DONE.value, finished_at=utcnow(),
                     counts={"found": result.found, "files": result.files, "total": result.total,
                             "redactions": {**progress.redactions, **sink.summary()}, "notes": result.notes,
+                            **({"out_of_scope": sink.excluded()} if sink.excluded() else {}),
                             **({"resumed": sorted(progress.carried)} if progress.carried else {})},
                     checkpoint={"output": str(out.relative_to(storage.root))})
         ))
@@ -127,6 +129,13 @@ def collect(
                          data={"store": store, "action": "collect", "attempt": attempt, "found": result.found,
                                "files": result.files})
         return session.get(Task, task_id)
+
+
+def _scope(request_type: str, categories: Mapping[str, Category] | None) -> Callable[[FieldRule], bool] | None:
+    """Portability (Art. 20) covers only categories the data map marks portable; access covers all."""
+    if request_type != RequestType.PORTABILITY or categories is None:
+        return None
+    return lambda rule: bool(categories.get(rule.category) and categories[rule.category].portable)
 
 
 class _Progress:
@@ -341,4 +350,11 @@ def _package(request: Request, tasks: list[Task], datamap: DataMap, storage: Sto
         "produced_at": now.isoformat(), "datamap_version": datamap.version,
         "stores": {t.store: t.counts.get("found", {}) for t in tasks},
     }
+    left_out = {t.store: t.counts["out_of_scope"] for t in tasks if t.counts.get("out_of_scope")}
+    if request.type == RequestType.PORTABILITY:
+        # Art. 20 covers data provided or observed under consent or contract: say what was left out.
+        manifest["scope"] = "portability (Art. 20 GDPR): only categories the data map marks portable"
+        manifest["left_out"] = left_out
+        manifest["left_out_categories"] = sorted(
+            cid for cid, c in datamap.categories.items() if not c.portable)
     return build_zip(sources, storage.package_path(request.id, f"{request.reference}.zip"), manifest)

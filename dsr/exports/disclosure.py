@@ -59,6 +59,16 @@ class _DisclosingWriter:
         self.inner.close()
 
 
+class _Discarding:
+    """A table entirely outside the request's scope: nothing is written."""
+
+    def write(self, rows: Sequence[Sequence[Any]]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class _CountingStream:
     def __init__(self, inner: Any, on_close: Callable[[int], None]) -> None:
         self.inner, self.on_close = inner, on_close
@@ -77,9 +87,12 @@ class DisclosingSink:
     Counts are of records whose value was masked or withheld, never the values themselves.
     """
 
-    def __init__(self, inner: TableSink, store: Store) -> None:
-        self.inner, self.store = inner, store
+    def __init__(self, inner: TableSink, store: Store, in_scope: Callable[[FieldRule], bool] | None = None) -> None:
+        """``in_scope``: which fields the answer covers (portability, Art. 20: only portable categories);
+        fields out of scope are left out, and ``excluded()`` names them."""
+        self.inner, self.store, self.in_scope = inner, store, in_scope
         self.redactions: dict[str, dict[str, dict[str, Any]]] = {}
+        self.out_of_scope: dict[str, list[str]] = {}
 
     @property
     def accepts_raw_csv(self) -> bool:
@@ -89,6 +102,11 @@ class DisclosingSink:
         """The rule of each column to write, in order; omitted columns are left out."""
         table = self.store.tables.get(name)
         rules = [table.rule(c) if table else FieldRule(c, "") for c in columns]
+        if self.in_scope is not None:
+            excluded = [r.name for r in rules if not self.in_scope(r)]
+            if excluded:
+                self.out_of_scope[name] = excluded
+            rules = [r for r in rules if self.in_scope(r)]
         return [r for r in rules if r.disclose != "omit"]
 
     def _register(self, name: str, columns: Sequence[str]) -> Counter[str]:
@@ -105,6 +123,8 @@ class DisclosingSink:
         if name not in self.store.tables:
             return self.inner.open_table(name, columns)
         kept = {r.name: r for r in self.plan(name, columns)}
+        if not kept:
+            return _Discarding()
         keep = [i for i, c in enumerate(columns) if c in kept]
         masks = {i: MASKS[kept[c].mask] for i, c in enumerate(columns)  # type: ignore[index]
                  if c in kept and kept[c].disclose == "mask"}
@@ -124,7 +144,15 @@ class DisclosingSink:
         return _CountingStream(self.inner.open_csv(name), record)  # type: ignore[attr-defined]
 
     def add_file(self, table: str, name: str, content: BinaryIO) -> None:
+        spec = self.store.tables.get(table)
+        if self.in_scope is not None and spec is not None and not self.in_scope(FieldRule("file", spec.category)):
+            self.out_of_scope.setdefault(table, []).append("files")
+            return
         self.inner.add_file(table, name, content)
+
+    def excluded(self) -> dict[str, list[str]]:
+        """Per table, the fields (and "files") left out as outside the request's scope."""
+        return {t: sorted(set(cols)) for t, cols in self.out_of_scope.items()}
 
     def summary(self) -> dict[str, dict[str, dict[str, Any]]]:
         return {

@@ -225,6 +225,8 @@ class SqlConnector(Connector):
         """PostgreSQL: selection, disclosure rules and CSV formatting all happen in one COPY (SELECT ...),
         streamed to the file as the server sends it (the floor: about 5x faster than row by row)."""
         rules = sink.plan(name, [c.name for c in t.columns])
+        if not rules:  # nothing of this table is in the answer's scope (e.g. portability)
+            return 0
         stmt = select(*(copy_sql.expression(t.c[r.name], r).label(r.name) for r in rules))
         stmt = stmt.where(where).order_by(self._order(name, t))
         stream = sink.open_csv(name, [c.name for c in t.columns])
