@@ -249,7 +249,7 @@ def sweeper(interval: float, once: bool) -> None:
     queue = make_queue(settings, connect(settings))
     sweep = Sweeper(runtimes.build(settings, RqDispatcher(queue, settings.retry_intervals)), interval)
     if once:
-        click.echo(f"{sweep.sweep_once()} job(s) sent")
+        click.echo(f"{sweep.sweep_once()} job(s) sent, {sweep.purge_once()} expired export(s) purged")
         return
     sweep.run()
 

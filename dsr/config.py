@@ -58,6 +58,7 @@ class Settings:
     target_buffer_days: int = 5
     artifact_ttl_days: int = 30
     download_link_ttl_seconds: int = 7 * 24 * 3600
+    download_limit: int = 5
     embedded_worker: bool = True
     retry_intervals: tuple[int, ...] = (10, 60, 300)
     processor_deadline_days: int = 10
@@ -112,6 +113,7 @@ class Settings:
             target_buffer_days=integer("DSR_TARGET_BUFFER_DAYS", 5),
             artifact_ttl_days=integer("DSR_ARTIFACT_TTL_DAYS", 30),
             download_link_ttl_seconds=integer("DSR_DOWNLOAD_LINK_TTL", 7 * 24 * 3600),
+            download_limit=integer("DSR_DOWNLOAD_LIMIT", 5),
             embedded_worker=(get("DSR_EMBEDDED_WORKER") or "1").lower() not in ("0", "false", "no", "off"),
             retry_intervals=_intervals(get("DSR_JOB_RETRY_INTERVALS")),
             processor_deadline_days=integer("DSR_PROCESSOR_DEADLINE_DAYS", 10),

@@ -185,12 +185,20 @@ class Sweeper:
         grace = timedelta(seconds=self.runtime.settings.outbox_grace_seconds)
         return sweep(self.runtime.sessions, self.runtime.dispatcher, older_than=grace)
 
+    def purge_once(self) -> int:
+        from dsr.domain.retention import purge_expired
+
+        return purge_expired(self.runtime.sessions, self.runtime.storage)
+
     def run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
                 sent = self.sweep_once()
                 if sent:
                     log.info("sweeper sent %d job(s) from the outbox", sent)
+                purged = self.purge_once()
+                if purged:
+                    log.info("sweeper purged %d expired export(s)", purged)
             except Exception:
                 log.exception("sweep failed; trying again in %ss", self.interval)
 

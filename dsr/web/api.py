@@ -194,6 +194,8 @@ def download(artifact_id: uuid.UUID) -> Response:
             _abort(404, "no such file")
         if artifact.purged_at is not None or artifact.expires_at <= now:
             abort(410, message="this file has expired and is no longer available")
+        if artifact.downloads >= rt.settings.download_limit:
+            abort(410, message="this file was downloaded as often as allowed; ask for a new link")
         session.execute(update(Artifact).where(Artifact.id == artifact_id).values(downloads=Artifact.downloads + 1))
         audit.record(session, "artifact.downloaded", actor="link", request_id=artifact.request_id, at=now,
                      data={"artifact_id": str(artifact.id), "sha256": artifact.sha256})

@@ -1,0 +1,71 @@
+"""Exports leave the delivery area when they expire (LC-72) and can be downloaded only so often."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from dsr.domain.audit import verify_chain
+from dsr.domain.retention import purge_expired
+from dsr.models import Artifact, utcnow
+from dsr.web.app import create_app
+from tests.conftest import purge_queue
+from tests.helpers import submit
+
+
+def _completed(client, auth, run_jobs):  # type: ignore[no-untyped-def]
+    created = submit(client)
+    client.post(f"/api/v1/requests/{created['id']}/verify", headers=auth)
+    run_jobs()
+    return created, client.get(f"/api/v1/requests/{created['id']}/artifacts", headers=auth).get_json()[0]
+
+
+def test_expired_exports_are_purged_and_their_proof_stays(client, auth, run_jobs, app):
+    runtime = app.extensions["dsr"].runtime
+    created, artifact = _completed(client, auth, run_jobs)
+    with runtime.sessions() as session:
+        path = runtime.storage.root / session.get(Artifact, uuid.UUID(artifact["id"])).path
+    assert path.is_file()
+    assert purge_expired(runtime.sessions, runtime.storage) == 0  # not expired yet: nothing happens
+
+    with runtime.sessions.begin() as session:
+        session.execute(update(Artifact).values(expires_at=utcnow() - timedelta(seconds=1)))
+    assert purge_expired(runtime.sessions, runtime.storage) == 1
+    assert not path.exists()
+    assert purge_expired(runtime.sessions, runtime.storage) == 0  # idempotent
+    with runtime.sessions() as session:
+        row = session.execute(select(Artifact)).scalar_one()
+        assert row.purged_at is not None and row.sha256 == artifact["sha256"]  # what was sent stays provable
+        assert verify_chain(session).ok
+    assert client.get(artifact["download_url"].replace("http://localhost", "")).status_code == 410
+    assert client.get(f"/api/v1/requests/{created['id']}/artifacts", headers=auth).get_json() == []
+    timeline = client.get(f"/api/v1/requests/{created['id']}", headers=auth).get_json()["timeline"]
+    assert timeline[-1]["action"] == "artifact.purged"
+
+
+def test_a_download_link_works_only_so_often(settings, run_jobs):
+    app = create_app(replace(settings, download_limit=2))
+    try:
+        from dsr.domain.accounts import create_api_token
+        from dsr.models import Role
+        from dsr.queue import DsrSimpleWorker
+
+        client = app.test_client()
+        with app.extensions["dsr"].runtime.sessions.begin() as session:
+            _row, token = create_api_token(session, name="t", role=Role.DPO)
+        auth = {"Authorization": f"Bearer {token}"}
+        created = submit(client)
+        client.post(f"/api/v1/requests/{created['id']}/verify", headers=auth)
+        context = app.extensions["dsr"]
+        DsrSimpleWorker([context.queue], connection=context.queue.connection, runtime=context.runtime).work(
+            burst=True, logging_level="ERROR")
+        url = client.get(f"/api/v1/requests/{created['id']}/artifacts", headers=auth).get_json()[0]["download_url"]
+        path = url.replace("http://localhost", "")
+        assert [client.get(path).status_code for _ in range(3)] == [200, 200, 410]
+    finally:
+        if settings.redis_url:
+            purge_queue(app.extensions["dsr"].queue)
+        app.extensions["dsr"].runtime.close()
