@@ -8,6 +8,7 @@ or a retry after a crash, never mixes two attempts' files.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -24,6 +25,7 @@ from dsr.domain import audit, work
 from dsr.domain.errors import DomainError, InvalidTransition, NotFound
 from dsr.exports.csv_files import CsvDirectorySink
 from dsr.exports.disclosure import DisclosingSink
+from dsr.exports.json_files import add_json, dictionary, schemas
 from dsr.exports.package import PackedFile, build_zip
 from dsr.models import Artifact, Request, RequestStatus, RequestType, Task, TaskStatus, utcnow
 from dsr.outbox import schedule
@@ -345,6 +347,19 @@ def assemble(
 
 def _package(request: Request, tasks: list[Task], datamap: DataMap, storage: Storage, now: datetime) -> PackedFile:
     sources = {t.store: storage.root / t.checkpoint["output"] for t in tasks if t.checkpoint}
+    # Machine-readable twins and their documentation (Art. 20; AC-05: codes and fields explained).
+    for folder in sources.values():
+        add_json(folder)
+    docs = storage.request_work_dir(request.id) / "documentation"
+    docs.mkdir(parents=True, exist_ok=True)
+    data_dictionary = dictionary(datamap, sources)
+    (docs / "data-dictionary.json").write_text(json.dumps(data_dictionary, indent=2, ensure_ascii=False),
+                                               encoding="utf-8")
+    for name, schema in schemas(data_dictionary):
+        target = docs / "schemas" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(schema, indent=2, ensure_ascii=False), encoding="utf-8")
+    sources = {**sources, "documentation": docs}
     manifest = {
         "reference": request.reference, "type": request.type, "received_at": request.received_at.isoformat(),
         "produced_at": now.isoformat(), "datamap_version": datamap.version,

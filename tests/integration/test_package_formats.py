@@ -1,0 +1,41 @@
+"""The package: every CSV has a JSON twin with the same rows, a JSON Schema, and a data dictionary."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+
+import jsonschema
+
+from tests.helpers import submit
+
+
+def test_every_table_comes_as_csv_and_json_with_schema_and_dictionary(client, auth, run_jobs):
+    created = submit(client)
+    client.post(f"/api/v1/requests/{created['id']}/verify", headers=auth)
+    run_jobs()
+    url = client.get(f"/api/v1/requests/{created['id']}/artifacts", headers=auth).get_json()[0]["download_url"]
+    with zipfile.ZipFile(io.BytesIO(client.get(url.replace("http://localhost", "")).data)) as package:
+        names = set(package.namelist())
+        dictionary = json.loads(package.read("documentation/data-dictionary.json"))
+        csvs = sorted(n for n in names if n.endswith(".csv"))
+        assert csvs and set(dictionary["files"]) == set(csvs)
+        for name in csvs:
+            text = package.read(name).decode("utf-8")
+            assert text.startswith("\ufeff")  # BOM: spreadsheets read the umlauts right
+            rows = [{k: (v if v != "" else None) for k, v in row.items()}
+                    for row in csv.DictReader(io.StringIO(text.removeprefix("\ufeff")))]
+            twin = json.loads(package.read(name.removesuffix(".csv") + ".json"))
+            assert twin == rows, name
+            schema = json.loads(package.read("documentation/schemas/" + name.removesuffix(".csv") + ".schema.json"))
+            jsonschema.Draft202012Validator.check_schema(schema)
+            jsonschema.validate(twin, schema)
+        calls = dictionary["files"]["portal_db/call_records.csv"]
+        assert calls["category"] == "comm_traffic" and calls["title"]["de"].startswith("Verkehrsdaten")
+        assert calls["columns"]["to_number"]["masked"]["how"] == "last3"
+        assert "password_hash" not in dictionary["files"]["portal_db/accounts.csv"]["columns"]
+        manifest = json.loads(package.read("manifest.json"))
+        listed = {f["path"] for f in manifest["files"]}
+        assert listed == names - {"manifest.json"}
