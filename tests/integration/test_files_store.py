@@ -96,7 +96,7 @@ def test_an_access_package_holds_the_subjects_media_files_with_checksums(client,
                 assert row["sha256"] == entry["sha256"] == hashlib.sha256(content).hexdigest()
                 assert int(row["size"]) == entry["size"] == len(content) == source.stat().st_size
                 assert content == source.read_bytes()
-        media_files = {p for p in archive.namelist() if p.startswith("media/") and not p.endswith(".csv")}
+        media_files = {p for p in archive.namelist() if p.startswith("media/") and not p.endswith((".csv", ".json"))}
     assert media_files == {f"media/{r['file']}" for name in TABLES for r in tables[f"media/{name}.csv"]}
     assert all(r["from_number"].endswith("xxx") for r in tables["media/voicemails.csv"])
     # The portal's own tables are as before: the index tables are exported through the media store only.
