@@ -31,8 +31,9 @@ from dsr.datamap.schema import DataMapSchema
 
 _ENV = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?::-(?P<default>[^}]*))?\}")
 
-# Checks a connector's own settings of one store; returns problems as (path, message).
-StoreValidator = Callable[[Store], list[tuple[str, str]]]
+# Checks a connector's own settings of one store (and what it names of other stores); returns
+# problems as (path, message).
+StoreValidator = Callable[[Store, Mapping[str, Store]], list[tuple[str, str]]]
 
 
 class DataMapError(ValueError):
@@ -79,7 +80,7 @@ def parse(raw: Any, *, source: Path | None, instance_dir: Path, environ: Mapping
     problems = [f"{datamap.where(path)}: {message}" for path, message in _cross_check(datamap)]
     if validate_store is not None:
         for store in datamap.stores.values():
-            problems += [f"{datamap.where(path)}: {message}" for path, message in validate_store(store)]
+            problems += [f"{datamap.where(path)}: {message}" for path, message in validate_store(store, datamap.stores)]
     if problems:
         raise DataMapError(problems)
     return datamap

@@ -235,7 +235,14 @@ def complete_by_hand(session: Session, task: Task, storage: Storage, *, actor: s
     shutil.rmtree(out, ignore_errors=True)
     files = []
     sink = CsvDirectorySink(out)
-    for name, content in evidence:
+    used: set[str] = set()
+    for original, content in evidence:
+        name, n = original, 1
+        while name in used:  # two files of one name must not overwrite each other in the package
+            n += 1
+            stem, dot, suffix = original.rpartition(".")
+            name = f"{stem}-{n}.{suffix}" if dot else f"{original}-{n}"
+        used.add(name)
         digest = hashlib.sha256()
         counting = _Hashing(content, digest)
         sink.add_file("evidence", name, cast(BinaryIO, counting))

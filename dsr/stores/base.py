@@ -129,6 +129,11 @@ class Connector:
         self.context = context
 
     @classmethod
+    def validate_links(cls, store: Store, stores: Mapping[str, Store]) -> list[tuple[str, str]]:
+        """Settings that name other stores of the map (a files store's index store). Default: none."""
+        return []
+
+    @classmethod
     def validate(cls, store: Store) -> list[tuple[str, str]]:
         """Problems with this connector's settings in the data map, as (dotted path, message)."""
         problems: list[tuple[str, str]] = []
@@ -205,10 +210,13 @@ def connector_class(type_name: str) -> type[Connector]:
         raise NotSupported(f"no connector for store type {type_name!r} (known: {known})") from None
 
 
-def validate_store(store: Store) -> list[tuple[str, str]]:
-    """The data map loader's hook: check a store's connector-specific settings."""
+def validate_store(store: Store, stores: Mapping[str, Store] | None = None) -> list[tuple[str, str]]:
+    """The data map loader's hook: check a store's connector-specific settings, then its links."""
     try:
         cls = connector_class(store.connector)
     except NotSupported as exc:
         return [(f"stores.{store.name}.connector", str(exc))]
-    return cls.validate(store)
+    problems = cls.validate(store)
+    if not problems and stores is not None:
+        problems = cls.validate_links(store, stores)
+    return problems

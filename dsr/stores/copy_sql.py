@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Boolean, Date, DateTime, Enum, String, Table, Text, case, cast, func, literal
+from sqlalchemy import Boolean, Date, DateTime, Enum, String, Table, Text, case, cast, func, literal, or_
 from sqlalchemy.sql.elements import ColumnElement
 
 from dsr.datamap.model import FieldRule
@@ -48,7 +48,7 @@ def _keep_last4(value: ColumnElement[Any]) -> ColumnElement[Any]:
 
 
 def _constant(text: str):  # type: ignore[no-untyped-def]
-    return lambda value: case((value == "", value), else_=literal(text))
+    return lambda value: case((or_(value.is_(None), value == ""), value), else_=literal(text))
 
 
 _MASKS = {"last3": _last3, "keep_last4": _keep_last4, "withheld": _constant("withheld"),

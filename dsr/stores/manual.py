@@ -29,5 +29,7 @@ class ManualConnector(Connector):
 
     def collect(self, subject: Subject, sink: TableSink, progress: Progress | None = None) -> CollectResult:
         instructions: Any = self.store.connection.get("instructions") or {}
-        raise Pending(f"manual:{self.store.name}", None,
+        # Nothing to poll; one check when the store's deadline is up fails the task if nobody acted.
+        days = self.store.deadline_days
+        raise Pending(f"manual:{self.store.name}", days * 86400 + 60 if days else None,
                       f"waiting for a person: {instructions.get('en', '')}".strip())

@@ -37,6 +37,17 @@ JSON_TYPES = ("application/json",)
 MULTIPART_ENDPOINTS = ("api.CompleteTask",)  # these take files as evidence
 
 
+EVIDENCE_LIMIT = 64 * 1024 * 1024  # scans of a paper archive; every other body stays under 1 MiB
+
+
+@blp.before_request
+def _evidence_may_be_larger() -> None:
+    from flask import request as http
+
+    if http.endpoint in MULTIPART_ENDPOINTS:
+        http.max_content_length = EVIDENCE_LIMIT
+
+
 @blp.before_request
 def _json_only() -> None:
     """A body that is not JSON is refused as such, instead of reading as 'every field missing'."""

@@ -563,7 +563,14 @@ def test_index_stores_and_tables_must_exist_in_the_map(world):
     stanza = stanza.replace("          table: call_recordings\n          path_column: path\n"
                             "          references: {account_id: accounts.id}\n",
                             "          table: call_recordings\n          path_column: path\n")
-    datamap = world.datamap(stanza)
+    # The loader now asks every connector about its links: the map does not load at all.
+    with pytest.raises(DataMapError) as caught:
+        world.datamap(stanza)
+    assert any("stores.media.tables.voicemails.index.store: unknown store 'portal'" in p
+               for p in caught.value.problems)
+    raw = yaml.safe_load(map_text(stanza))
+    environ = {"DSR_PORTAL_DB_URL": world.url, "DSR_MEDIA_DIR": str(world.root)}
+    datamap = parse(raw, source=None, instance_dir=world.tmp, environ=environ)  # no connector checks
     problems = FilesConnector.validate_links(datamap.stores["media"], datamap.stores)
     assert problems == [
         ("stores.media.tables.voicemails.index.store", "unknown store 'portal'"),
