@@ -8,10 +8,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PORT ?= 5000
 
-.PHONY: demo test lint typecheck check system-deps clean help
+.PHONY: demo test lint typecheck check system-deps clean help bench
 
 help:
-	@echo "make demo | make test | make lint | make typecheck | make check | make clean"
+	@echo "make demo | make test | make lint | make typecheck | make check | make bench | make clean"
 
 # System libraries: Python's venv module, and Pango for WeasyPrint (PDF reports).
 system-deps:
@@ -38,6 +38,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Benchmarks against the real PostgreSQL and Redis on loopback (not part of make test); appends to
+# bench/RESULTS.md. BENCH_ARGS=--quick for the small sizes only.
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -133,8 +133,10 @@ def datamap_show(path: Path | None, fmt: str, locale: str) -> None:
 @click.option("--subjects", default=50, show_default=True, type=click.IntRange(1))
 @click.option("--rows", default=30, show_default=True, type=click.IntRange(3),
               help="Usage records per subject (API usage, calls, messages).")
+@click.option("--subject-rows", type=click.IntRange(3), default=None,
+              help="Usage records of the demo subject alone (one big subject, for benchmarks).")
 @click.option("--seed", default=42, show_default=True)
-def demo_data(url: str | None, subjects: int, rows: int, seed: int) -> None:
+def demo_data(url: str | None, subjects: int, rows: int, subject_rows: int | None, seed: int) -> None:
     """Build the make-believe portal database (always with max.mustermann@example.com)."""
     from dsr.db import make_engine
     from dsr.demo import blobs, portal
@@ -146,7 +148,7 @@ def demo_data(url: str | None, subjects: int, rows: int, seed: int) -> None:
         url = datamap.stores["portal_db"].connection["url"]
     started = time.perf_counter()
     engine = make_engine(url, create_folder=True)
-    counts = portal.build(engine, portal.DemoSize(subjects, rows), seed=seed)
+    counts = portal.build(engine, portal.DemoSize(subjects, rows, subject_rows), seed=seed)
     click.echo(f"demo store {_redacted(url)}: {sum(counts.values())} rows in {len(counts)} tables "
                f"({time.perf_counter() - started:.1f} s)")
     if "media" in datamap.stores:

@@ -40,10 +40,23 @@ class CsvTableWriter:
         self._writer.writerow(columns)
 
     def write(self, rows: Sequence[Sequence[Any]]) -> None:
-        self._writer.writerows([cell(v) for v in row] for row in rows)
+        cells = [[cell(v) for v in row] for row in rows]
+        if any("\r" in v for row in cells for v in row if isinstance(v, str)):
+            # Python's csv module leaves a lone CR unquoted, which breaks the record for readers (and
+            # differs from PostgreSQL's COPY): quote such rows ourselves.
+            self._file.writelines(",".join(_quoted(v) for v in row) + "\n" for row in cells)
+        else:
+            self._writer.writerows(cells)
 
     def close(self) -> None:
         self._file.close()
+
+
+def _quoted(value: Any) -> str:
+    text = str(value)
+    if any(c in text for c in ',"\r\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
 
 
 class CsvStream:

@@ -16,6 +16,8 @@ from sqlalchemy.sql.elements import ColumnElement
 from dsr.datamap.model import FieldRule
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_CODES = [ord(c) for c in _FORMULA_START]
+_COPY_BUFFER = 1 << 20  # bytes handed to the stream at once (COPY delivers one row per chunk)
 
 
 def usable(conn: Any, sink: Any, table: Table) -> bool:
@@ -31,14 +33,21 @@ def _text(column: Any) -> ColumnElement[Any]:
     return column if isinstance(column.type, String | Text | Enum) else cast(column, Text)
 
 
-def _neutralised(value: ColumnElement[Any]) -> ColumnElement[Any]:
-    # A leading = + - @ tab or CR would make a spreadsheet run the cell as a formula.
-    return case((func.left(value, 1).in_(_FORMULA_START), func.concat("'", value)), else_=value)
+def _neutralised(value: ColumnElement[Any], test: ColumnElement[Any] | None = None) -> ColumnElement[Any]:
+    # A leading = + - @ tab or CR would make a spreadsheet run the cell as a formula. ascii() of the
+    # first character against integers: far cheaper than left(value, 1) IN (<six strings>).
+    # Where it matches the value is not NULL, so || (cheaper than the variadic concat()) is safe.
+    first = func.ascii(value if test is None else test)
+    return case((first.in_(_FORMULA_CODES), literal("'", Text) + value), else_=value)
 
 
 def _last3(value: ColumnElement[Any]) -> ColumnElement[Any]:
     # Every digit followed by at most two more digits: the last three, whatever stands between them.
-    return func.regexp_replace(value, r"[0-9](?=([^0-9]*[0-9]){0,2}[^0-9]*$)", "x", "g")
+    # Phone numbers end in three digits: cut and append, no regular expression (the look-ahead one
+    # costs ~5 us a value). Anything else takes the general expression.
+    general = func.regexp_replace(value, r"[0-9](?=([^0-9]*[0-9]){0,2}[^0-9]*$)", "x", "g")
+    ends_in_digits = (func.length(value) >= 3) & (func.translate(func.right(value, 3), "0123456789", "") == "")
+    return case((ends_in_digits, func.left(value, -3) + literal("xxx", Text)), else_=general)
 
 
 def _keep_last4(value: ColumnElement[Any]) -> ColumnElement[Any]:
@@ -53,13 +62,25 @@ def _constant(text: str):  # type: ignore[no-untyped-def]
 
 _MASKS = {"last3": _last3, "keep_last4": _keep_last4, "withheld": _constant("withheld"),
           "redact": _constant("[redacted]")}
+# Masks whose result never starts with a formula character ('*', a constant, or ''): not neutralised.
+_NEVER_FORMULA = {"keep_last4", "withheld", "redact"}
+
+
+def _empty_as_null(value: ColumnElement[Any]) -> ColumnElement[Any]:
+    # COPY writes an empty string as "" and NULL as nothing; the row path writes both as nothing.
+    return func.nullif(value, "")
 
 
 def expression(column: Any, rule: FieldRule) -> ColumnElement[Any]:
     """The SQL that yields what the CSV cell of this column must hold."""
     kind = column.type
     if rule.disclose == "mask" and rule.mask:
-        return _neutralised(_MASKS[rule.mask](_text(column)))
+        masked = _MASKS[rule.mask](_text(column))
+        if rule.mask in _NEVER_FORMULA:
+            return _empty_as_null(masked)
+        # last3 only turns digits into 'x': its result starts with a formula character exactly when
+        # the stored value does, so test that and evaluate the mask once, not twice.
+        return _empty_as_null(_neutralised(masked, test=_text(column)))
     if isinstance(kind, DateTime):
         fmt = 'YYYY-MM-DD"T"HH24:MI:SS.US'
         if kind.timezone:
@@ -70,7 +91,7 @@ def expression(column: Any, rule: FieldRule) -> ColumnElement[Any]:
     if isinstance(kind, Boolean):
         return case((column.is_(True), "true"), (column.is_(False), "false"), else_=None)
     if isinstance(kind, String | Text | Enum):
-        return _neutralised(column)
+        return _empty_as_null(_neutralised(column))
     return column  # numbers: the server's text form is the plain decimal
 
 
@@ -79,8 +100,14 @@ def copy_to(conn: Any, stmt: Any, stream: Any) -> int:
     compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
     sql = f"COPY ({compiled}) TO STDOUT (FORMAT csv, HEADER)"
     raw = conn.connection.driver_connection  # psycopg.Connection
+    buffer = bytearray()
     with raw.cursor() as cursor:
         with cursor.copy(sql, compiled.params) as copy:
-            for chunk in copy:
-                stream.write(chunk)
+            for chunk in copy:  # one row each: gather them, so the stream is called per megabyte
+                buffer += chunk
+                if len(buffer) >= _COPY_BUFFER:
+                    stream.write(buffer)
+                    buffer.clear()
+        if buffer:
+            stream.write(buffer)
         return int(cursor.rowcount)

@@ -39,6 +39,8 @@ def store_db(backend, tmp_path):
     with engine.begin() as conn:  # awkward values: a formula, a leading minus, quotes, a newline, umlauts
         conn.execute(update(portal.support_tickets).where(portal.support_tickets.c.account_id == 1).values(
             subject='=HYPERLINK("http://x")', body='-1 "quoted", line\nbreak ÄÖÜß'))
+        conn.execute(update(portal.invoices).where(portal.invoices.c.account_id == 1).values(
+            billed_address="Musterweg 1\r50667 Köln", vat_id=""))  # a bare CR, an empty string
     yield backend.store_url
     portal.build(engine, portal.DemoSize(subjects=12, rows=30))  # what the other tests expect
     blobs.build(engine, backend.media)
@@ -64,6 +66,8 @@ def test_copy_and_row_by_row_write_identical_files(store_db, tmp_path, monkeypat
     for file in sorted(outputs["copy"].glob("*.csv")):
         assert file.read_bytes() == (outputs["rows"] / file.name).read_bytes(), file.name
     assert summaries["copy"] == summaries["rows"]
+    invoices = (outputs["copy"] / "invoices.csv").read_bytes()
+    assert b'"Musterweg 1\r50667 K' in invoices and b'""' not in invoices  # CR quoted, '' written as nothing
     tickets = (outputs["copy"] / "support_tickets.csv").read_text(encoding="utf-8-sig")
     assert "'=HYPERLINK" in tickets and "'-1 " in tickets
     calls = (outputs["copy"] / "call_records.csv").read_text(encoding="utf-8-sig").splitlines()

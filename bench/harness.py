@@ -1,0 +1,173 @@
+"""Cases, and running each one in a process of its own.
+
+A case is a function ``(Context) -> Figures`` registered with ``@case``. It runs in a freshly
+spawned process (``multiprocessing`` spawn: nothing inherited from the harness), times the work
+itself (imports and set-up excluded) and returns the seconds and rows; the peak RSS is that
+process's own high-water mark (VmHWM), unless the case measured a process of its own (the RQ worker) and
+says so in ``Figures.rss_kb``. The runner repeats a case ``k`` times and keeps the best time and
+the highest peak RSS.
+
+Adding a case::
+
+    @case("collect_jsonl", "JsonlConnector.collect of the web logs")
+    def collect_jsonl(ctx: Context) -> Figures:
+        connector = ...                      # set-up, not timed
+        with stopwatch() as watch:
+            result = connector.collect(...)
+        return Figures(watch.seconds, result.total)
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import resource
+import shutil
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+SPAWN = multiprocessing.get_context("spawn")
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything a case needs, picklable: it crosses into the case's own process."""
+
+    size: int  # usage records the subject was given (the size asked for)
+    store_url: str  # SQLAlchemy URL of the demo portal database (dsr_bench)
+    subject_email: str
+    subject_key: int  # accounts.id of the subject
+    floor_queries: tuple[tuple[str, str], ...]  # (table, SELECT of the subject's rows): the COPY floor
+    meta_url: str  # metadata database for the end-to-end case (migrated)
+    redis_url: str
+    queue: str
+    log_dir: Path  # demo logs: <log_dir>/web, <log_dir>/api
+    media_dir: Path
+    datamap: Path  # the default data map without processor stores (see bench.data.local_datamap)
+    project_dir: Path
+    work_dir: Path = Path()  # a fresh, empty folder for this one run; removed afterwards
+    timeout: float = 600.0
+
+
+@dataclass
+class Figures:
+    seconds: float
+    rows: int
+    rss_kb: int | None = None  # peak RSS of the process that did the work, when not the case's own
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    run: Callable[[Context], Figures]
+    description: str
+    target_ratio: float | None = None  # issue 3: at or above target_from rows
+    target_rss_mb: float | None = None
+    target_from: int = 1_000_000
+
+
+CASES: dict[str, Case] = {}
+
+
+def case(name: str, description: str, **targets: Any) -> Callable[[Callable[[Context], Figures]],
+                                                                    Callable[[Context], Figures]]:
+    """Register a case under ``name`` (the order of registration is the order of the report)."""
+
+    def register(func: Callable[[Context], Figures]) -> Callable[[Context], Figures]:
+        CASES[name] = Case(name, func, description, **targets)
+        return func
+
+    return register
+
+
+class Stopwatch:
+    seconds: float = 0.0
+
+
+@contextmanager
+def stopwatch() -> Iterator[Stopwatch]:
+    watch = Stopwatch()
+    started = time.perf_counter()
+    try:
+        yield watch
+    finally:
+        watch.seconds = time.perf_counter() - started
+
+
+class CaseFailed(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Measured:
+    seconds: float  # best of the runs
+    rows: int
+    rss_mb: float  # highest peak of the runs
+    runs: tuple[float, ...]
+    notes: dict[str, Any]
+
+
+def peak_rss_kb() -> int:
+    """This process's own peak RSS (VmHWM). Not ``ru_maxrss``: Linux carries that across ``exec``
+    from the process that forked us, so a spawned child would report its parent's size."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def _child(func: Callable[[Context], Figures], ctx: Context, conn: Any) -> None:
+    try:
+        figures = func(ctx)
+        if figures.rss_kb is None:
+            figures = replace(figures, rss_kb=peak_rss_kb())
+        conn.send(("ok", figures))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+def run_once(func: Callable[[Context], Figures], ctx: Context) -> Figures:
+    """One run of ``func`` in a spawned process, bounded by ``ctx.timeout``."""
+    shutil.rmtree(ctx.work_dir, ignore_errors=True)
+    ctx.work_dir.mkdir(parents=True)
+    receive, send = SPAWN.Pipe(duplex=False)
+    process = SPAWN.Process(target=_child, args=(func, ctx, send), daemon=True)
+    process.start()
+    send.close()
+    try:
+        if not receive.poll(ctx.timeout):
+            raise CaseFailed(f"{func.__name__} gave no answer within {ctx.timeout:.0f} s")
+        try:
+            status, payload = receive.recv()
+        except EOFError:
+            raise CaseFailed(f"{func.__name__}: its process died (exit code {process.exitcode})") from None
+        if status != "ok":
+            raise CaseFailed(f"{func.__name__} failed:\n{payload}")
+        return payload
+    finally:
+        process.join(30)
+        if process.is_alive():
+            process.kill()
+            process.join(10)
+        receive.close()
+        shutil.rmtree(ctx.work_dir, ignore_errors=True)
+
+
+def measure(func: Callable[[Context], Figures], ctx: Context, repeat: int) -> Measured:
+    """Best time of ``repeat`` runs, each in a fresh process; the highest peak RSS of them."""
+    runs = [run_once(func, ctx) for _ in range(max(1, repeat))]
+    best = min(runs, key=lambda f: f.seconds)
+    return Measured(
+        seconds=best.seconds, rows=best.rows, rss_mb=max(f.rss_kb or 0 for f in runs) / 1024,
+        runs=tuple(f.seconds for f in runs), notes=best.notes,
+    )
