@@ -13,11 +13,13 @@ PORT ?= 5000
 help:
 	@echo "make demo | make test | make lint | make typecheck | make check | make bench | make clean"
 
-# System libraries: Python's venv module, and Pango for WeasyPrint (PDF reports).
+# System libraries: Python's venv module, and Pango, HarfBuzz-subset and a font for WeasyPrint (PDF reports).
 system-deps:
 	@missing=""; \
 	$(PYTHON) -c "import venv, ensurepip" 2>/dev/null || missing="$$missing python3-venv"; \
 	ldconfig -p 2>/dev/null | grep -q 'libpango-1.0.so' || missing="$$missing libpango-1.0-0 libpangoft2-1.0-0"; \
+	ldconfig -p 2>/dev/null | grep -q 'libharfbuzz-subset.so' || missing="$$missing libharfbuzz-subset0"; \
+	test -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf || missing="$$missing fonts-dejavu-core"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing system packages:$$missing"; \

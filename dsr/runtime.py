@@ -19,8 +19,8 @@ from dsr import datamap as datamaps
 from dsr.config import Settings
 from dsr.db import make_engine, make_session_factory
 from dsr.domain.deadlines import DeadlinePolicy
-from dsr.domain.fulfilment import Storage
 from dsr.domain.holidays import HolidayCalendar
+from dsr.domain.packaging import Storage
 from dsr.outbox import Dispatcher, install
 from dsr.stores import Connector, ConnectorContext, StoreUnavailable, Subject, connector_class, validate_store
 

@@ -8,11 +8,9 @@ or a retry after a crash, never mixes two attempts' files.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
@@ -23,29 +21,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from dsr.datamap import Category, DataMap, FieldRule
 from dsr.domain import audit, work
 from dsr.domain.errors import DomainError, InvalidTransition, NotFound
+from dsr.domain.packaging import Storage, build_package
 from dsr.exports.csv_files import CsvDirectorySink
 from dsr.exports.disclosure import DisclosingSink
-from dsr.exports.json_files import add_json, dictionary, schemas
-from dsr.exports.package import PackedFile, build_zip
 from dsr.models import Artifact, Request, RequestStatus, RequestType, Task, TaskStatus, utcnow
 from dsr.outbox import schedule
 from dsr.stores import Connector, Pending, Refused, StoreUnavailable, Subject
 
 WORKER = "worker"
-
-
-@dataclass(frozen=True)
-class Storage:
-    root: Path
-
-    def work_dir(self, request_id: uuid.UUID, store: str, attempt: int) -> Path:
-        return self.root / "work" / str(request_id) / store / f"attempt-{attempt}"
-
-    def request_work_dir(self, request_id: uuid.UUID) -> Path:
-        return self.root / "work" / str(request_id)
-
-    def package_path(self, request_id: uuid.UUID, filename: str) -> Path:
-        return self.root / "packages" / str(request_id) / filename
 
 
 CLAIMABLE = (TaskStatus.QUEUED.value, TaskStatus.WAITING.value)
@@ -333,7 +316,7 @@ def assemble(
                 "kept": sorted(t.store for t in tasks if t.status == TaskStatus.DONE),
             })
             return request
-        package = _package(request, tasks, datamap, storage, now)
+        package = build_package(request, tasks, datamap, storage, now)
         session.add(Artifact(
             request_id=request_id, kind="package", filename=package.path.name, media_type="application/zip",
             path=str(package.path.relative_to(storage.root)), size=package.size, sha256=package.sha256,
@@ -350,33 +333,3 @@ def assemble(
     # The working copies are in the package now; keep no second copy of the subject's data.
     shutil.rmtree(storage.request_work_dir(request_id), ignore_errors=True)
     return request
-
-
-def _package(request: Request, tasks: list[Task], datamap: DataMap, storage: Storage, now: datetime) -> PackedFile:
-    sources = {t.store: storage.root / t.checkpoint["output"] for t in tasks if t.checkpoint}
-    # Machine-readable twins and their documentation (Art. 20; AC-05: codes and fields explained).
-    for folder in sources.values():
-        add_json(folder)
-    docs = storage.request_work_dir(request.id) / "documentation"
-    docs.mkdir(parents=True, exist_ok=True)
-    data_dictionary = dictionary(datamap, sources)
-    (docs / "data-dictionary.json").write_text(json.dumps(data_dictionary, indent=2, ensure_ascii=False),
-                                               encoding="utf-8")
-    for name, schema in schemas(data_dictionary):
-        target = docs / "schemas" / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(schema, indent=2, ensure_ascii=False), encoding="utf-8")
-    sources = {**sources, "documentation": docs}
-    manifest = {
-        "reference": request.reference, "type": request.type, "received_at": request.received_at.isoformat(),
-        "produced_at": now.isoformat(), "datamap_version": datamap.version,
-        "stores": {t.store: t.counts.get("found", {}) for t in tasks},
-    }
-    left_out = {t.store: t.counts["out_of_scope"] for t in tasks if t.counts.get("out_of_scope")}
-    if request.type == RequestType.PORTABILITY:
-        # Art. 20 covers data provided or observed under consent or contract: say what was left out.
-        manifest["scope"] = "portability (Art. 20 GDPR): only categories the data map marks portable"
-        manifest["left_out"] = left_out
-        manifest["left_out_categories"] = sorted(
-            cid for cid, c in datamap.categories.items() if not c.portable)
-    return build_zip(sources, storage.package_path(request.id, f"{request.reference}.zip"), manifest)

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from dsr.domain import audit
-from dsr.domain.fulfilment import Storage
+from dsr.domain.packaging import Storage
 from dsr.models import Artifact, utcnow
 
 SYSTEM = "system"

@@ -42,7 +42,8 @@ def build_zip(sources: Mapping[str, Path], target: Path, manifest: dict[str, Any
     with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
         for prefix, source in sorted(sources.items()):
             for file in sorted(p for p in source.rglob("*") if p.is_file()):
-                entries.append(_add(archive, file, f"{prefix}/{file.relative_to(source).as_posix()}"))
+                relative = file.relative_to(source).as_posix()
+                entries.append(_add(archive, file, f"{prefix}/{relative}" if prefix else relative))
         archive.writestr("manifest.json", json.dumps({**manifest, "files": entries}, indent=2, ensure_ascii=False))
     with partial.open("rb") as f:
         os.fsync(f.fileno())

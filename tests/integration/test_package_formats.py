@@ -36,6 +36,9 @@ def test_every_table_comes_as_csv_and_json_with_schema_and_dictionary(client, au
         assert calls["category"] == "comm_traffic" and calls["title"]["de"].startswith("Verkehrsdaten")
         assert calls["columns"]["to_number"]["masked"]["how"] == "last3"
         assert "password_hash" not in dictionary["files"]["portal_db/accounts.csv"]["columns"]
+        report = package.read("report.pdf")  # at the top of the package, where a person looks first
+        assert report.startswith(b"%PDF")
         manifest = json.loads(package.read("manifest.json"))
+        assert manifest["report"]["pages"] > 2
         listed = {f["path"] for f in manifest["files"]}
         assert listed == names - {"manifest.json"}

@@ -1,0 +1,75 @@
+"""The package a subject receives: the report, every table as CSV and JSON, media files, the data
+dictionary and JSON Schemas, and a manifest of every file's size and SHA-256 (AC-06, AT-14)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from dsr.datamap import DataMap
+from dsr.exports.json_files import add_json, dictionary, schemas
+from dsr.exports.package import PackedFile, build_zip
+from dsr.exports.report import build_report, report_data
+from dsr.models import Request, RequestType, Task
+
+
+@dataclass(frozen=True)
+class Storage:
+    root: Path
+
+    def work_dir(self, request_id: uuid.UUID, store: str, attempt: int) -> Path:
+        return self.root / "work" / str(request_id) / store / f"attempt-{attempt}"
+
+    def request_work_dir(self, request_id: uuid.UUID) -> Path:
+        return self.root / "work" / str(request_id)
+
+    def package_path(self, request_id: uuid.UUID, filename: str) -> Path:
+        return self.root / "packages" / str(request_id) / filename
+
+
+def build_package(request: Request, tasks: list[Task], datamap: DataMap, storage: Storage,
+                  now: datetime) -> PackedFile:
+    work = storage.request_work_dir(request.id)
+    sources = {t.store: storage.root / t.checkpoint["output"] for t in tasks if t.checkpoint}
+    # Machine-readable twins and their documentation (Art. 20; AC-05: codes and fields explained).
+    for folder in sources.values():
+        add_json(folder)
+    docs = work / "documentation"
+    _write_documentation(docs, dictionary(datamap, sources))
+    report = build_report(report_data(
+        datamap,
+        {"reference": request.reference, "type": request.type, "received_at": request.received_at,
+         "legal_end": request.legal_end, "answered_at": now},
+        [{"store": t.store, "counts": t.counts or {}} for t in tasks],
+        sources,
+        request.locale,
+        formats=("csv", "json"),
+    ), work / "report" / "report.pdf")
+    manifest: dict[str, Any] = {
+        "reference": request.reference, "type": request.type, "received_at": request.received_at.isoformat(),
+        "produced_at": now.isoformat(), "datamap_version": datamap.version, "locale": request.locale,
+        "report": {"file": "report.pdf", "pages": report.pages},
+        "stores": {t.store: t.counts.get("found", {}) for t in tasks},
+    }
+    if request.type == RequestType.PORTABILITY:
+        # Art. 20 covers data provided or observed under consent or contract: say what was left out.
+        manifest["scope"] = "portability (Art. 20 GDPR): only categories the data map marks portable"
+        manifest["left_out"] = {t.store: t.counts["out_of_scope"] for t in tasks if t.counts.get("out_of_scope")}
+        manifest["left_out_categories"] = sorted(cid for cid, c in datamap.categories.items() if not c.portable)
+    # "" puts the report at the top of the package, where a person opening it looks first.
+    folders = {**sources, "documentation": docs, "": report.path.parent}
+    return build_zip(folders, storage.package_path(request.id, f"{request.reference}.zip"), manifest)
+
+
+def _write_documentation(docs: Path, data_dictionary: dict[str, Any]) -> None:
+    docs.mkdir(parents=True, exist_ok=True)
+    (docs / "data-dictionary.json").write_text(json.dumps(data_dictionary, indent=2, ensure_ascii=False),
+                                               encoding="utf-8")
+    for name, schema in schemas(data_dictionary):
+        target = docs / "schemas" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(schema, indent=2, ensure_ascii=False), encoding="utf-8")
