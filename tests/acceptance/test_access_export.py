@@ -1,0 +1,175 @@
+"""Acceptance tests of gdpr-requirements.md section 5.2 (access) and 5.4 (portability), by their ids.
+
+Each runs a real request end to end (API -> worker -> package) and reads the package back,
+including the PDF report as text.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import zipfile
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import yaml
+from pypdf import PdfReader
+from rq.scheduler import RQScheduler
+
+from dsr.config import DEFAULT_DATAMAP
+from dsr.demo import processor_sim
+from dsr.domain.accounts import create_api_token
+from dsr.models import Role
+from dsr.queue import DsrSimpleWorker
+from dsr.web.app import create_app
+from tests.conftest import purge_queue
+from tests.helpers import MAX, read_zip, submit
+
+SECRET = "acceptance-secret-" + "s" * 20
+
+
+def _run(app) -> None:  # type: ignore[no-untyped-def]
+    context = app.extensions["dsr"]
+    DsrSimpleWorker([context.queue], connection=context.queue.connection, runtime=context.runtime).work(
+        burst=True, logging_level="CRITICAL")
+
+
+def _answer(app, email: str = MAX, kind: str = "access", locale: str = "en") -> tuple[dict[str, Any], bytes]:  # type: ignore[no-untyped-def]
+    client = app.test_client()
+    with app.extensions["dsr"].runtime.sessions.begin() as session:
+        _row, token = create_api_token(session, name="at", role=Role.DPO)
+    auth = {"Authorization": f"Bearer {token}"}
+    created = submit(client, email=email, type=kind, locale=locale)
+    client.post(f"/api/v1/requests/{created['id']}/verify", headers=auth)
+    _run(app)
+    detail = client.get(f"/api/v1/requests/{created['id']}", headers=auth).get_json()
+    if detail["status"] != "completed":
+        # a processor answers later: let RQ's scheduler move the due poll, then run it
+        queue = app.extensions["dsr"].queue
+        scheduler = RQScheduler([queue], connection=queue.connection)
+        scheduler.prepare_registries([queue.name])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and detail["status"] == "in_progress":
+            scheduler.enqueue_scheduled_jobs()
+            _run(app)
+            detail = client.get(f"/api/v1/requests/{created['id']}", headers=auth).get_json()
+            time.sleep(0.2)
+    assert detail["status"] == "completed", detail
+    artifacts = client.get(f"/api/v1/requests/{created['id']}/artifacts", headers=auth).get_json()
+    package = client.get(artifacts[0]["download_url"].replace("http://localhost", "")).data
+    return {**detail, "artifacts": artifacts, "auth": auth}, package
+
+
+def _report_text(package: bytes) -> str:
+    with zipfile.ZipFile(io.BytesIO(package)) as archive:
+        reader = PdfReader(io.BytesIO(archive.read("report.pdf")))
+    return " ".join(" ".join((page.extract_text() or "").split()) for page in reader.pages)
+
+
+@pytest.fixture
+def full_app(settings, tmp_path, monkeypatch):
+    """The shipped default data map, every store, with the processor simulator playing Vonage."""
+    simulator = processor_sim.serve(port=0, secret=SECRET, delay=0.2)
+    monkeypatch.setenv("DSR_VONAGE_SECRET", SECRET)
+    raw = processor_sim.with_vonage_store(yaml.safe_load(DEFAULT_DATAMAP.read_text(encoding="utf-8")),
+                                          simulator.url, poll_seconds=1)
+    path = tmp_path / "datamap.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    app = create_app(replace(settings, datamap_path=path))
+    yield app
+    simulator.shutdown()
+    if settings.redis_url:
+        purge_queue(app.extensions["dsr"].queue)
+    app.extensions["dsr"].runtime.close()
+
+
+def test_AT_10_the_report_gives_the_art_15_information_per_category_from_the_data_map(app, settings, tmp_path):
+    datamap = app.extensions["dsr"].runtime.datamap
+    _detail, package = _answer(app)
+    text = _report_text(package)
+    for category in datamap.categories.values():
+        if category.title["en"] not in text:
+            continue  # a category no store held anything of for this subject
+        for purpose in category.purposes:
+            assert datamap.purposes[purpose].legal_basis.split(";")[0] in text
+        assert datamap.retention[category.retention].description["en"].split("(")[0].strip() in text
+        for recipient in category.recipients:
+            assert datamap.recipients[recipient].name in text
+    assert "BfDI" in text and "LDI NRW" in text  # the competent authorities, with the right to complain
+    for right in ("rectification", "erasure", "restriction", "object"):
+        assert right in text.lower()
+    # Changing the data map changes the report: nothing about it is hard-coded.
+    raw = yaml.safe_load(settings.datamap_path.read_text(encoding="utf-8"))
+    raw["retention"]["contract_plus_30d"]["description"]["en"] = "until 45 days after the contract ends (changed)"
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    other = create_app(replace(settings, datamap_path=changed))
+    try:
+        assert "until 45 days after the contract ends (changed)" in _report_text(_answer(other)[1])
+    finally:
+        if settings.redis_url:
+            purge_queue(other.extensions["dsr"].queue)
+        other.extensions["dsr"].runtime.close()
+
+
+def test_AT_11_a_subject_without_data_gets_a_negative_confirmation_within_the_deadline(app):
+    detail, package = _answer(app, email="nobody@example.net", locale="de")
+    text = _report_text(package)
+    assert "keine personenbezogenen Daten" in text
+    assert detail["completed_at"] < detail["due_at"]
+
+
+def test_AT_12_the_copy_holds_every_store_including_processor_logs_recordings_and_invoices(full_app):
+    _detail, package = _answer(full_app)
+    tables = read_zip(package)
+    with zipfile.ZipFile(io.BytesIO(package)) as archive:
+        names = set(archive.namelist())
+    for store in full_app.extensions["dsr"].runtime.datamap.stores:
+        assert any(n.startswith(f"{store}/") for n in names), store
+    assert tables["vonage/messages.csv"], "the processor's answer"
+    assert tables["web_logs/requests.csv"] and tables["api_logs/calls.csv"], "log lines"
+    assert any(n.startswith("media/recordings/") and n.endswith(".wav") for n in names), "recordings"
+    assert tables["portal_db/invoices.csv"], "the invoices kept under retention duties"
+
+
+def test_AT_14_report_csv_json_media_and_a_manifest_of_sha256_behind_an_expiring_signed_link(app):
+    detail, package = _answer(app)
+    with zipfile.ZipFile(io.BytesIO(package)) as archive:
+        names = set(archive.namelist())
+        manifest = json.loads(archive.read("manifest.json"))
+        import hashlib
+
+        for entry in manifest["files"]:
+            assert hashlib.sha256(archive.read(entry["path"])).hexdigest() == entry["sha256"]
+    assert "report.pdf" in names
+    assert any(n.endswith(".csv") for n in names) and any(n.endswith(".json") for n in names)
+    assert any(n.startswith("media/voicemails/") for n in names)
+    client = app.test_client()
+    url = detail["artifacts"][0]["download_url"].replace("http://localhost", "")
+    assert client.get(url.split("?")[0]).status_code == 403  # no signature, no data
+    assert client.get(url[:-2] + "xx").status_code == 403  # altered
+    assert "sig=" in url and detail["artifacts"][0]["expires_at"]
+
+
+def test_AT_16_password_hashes_are_never_exported_but_their_existence_is(app):
+    _detail, package = _answer(app)
+    with zipfile.ZipFile(io.BytesIO(package)) as archive:
+        for name in archive.namelist():
+            if name.endswith((".csv", ".json")) and not name.startswith("documentation/"):
+                content = archive.read(name).decode("utf-8-sig")
+                assert "$argon2" not in content and "password_hash" not in content, name
+    text = _report_text(package)
+    assert "password_hash" in text and "stored, not disclosed" in text
+
+
+def test_AT_40_portability_holds_only_portable_data_as_json_and_csv_with_a_schema(app):
+    _detail, package = _answer(app, kind="portability")
+    with zipfile.ZipFile(io.BytesIO(package)) as archive:
+        names = set(archive.namelist())
+    assert not any(n.startswith("web_logs/") for n in names)  # legitimate interest: not portable
+    assert "portal_db/consents.csv" not in names  # kept for a legal obligation: not portable
+    assert {"portal_db/accounts.csv", "portal_db/accounts.json"} <= names
+    assert "documentation/schemas/portal_db/accounts.schema.json" in names
+    assert "portal_db/call_records.csv" in names  # observed data (traffic) is portable
