@@ -21,6 +21,7 @@ from dsr.db import make_engine, make_session_factory
 from dsr.domain.deadlines import DeadlinePolicy
 from dsr.domain.holidays import HolidayCalendar
 from dsr.domain.packaging import Storage
+from dsr.exports.sealed import storage_key
 from dsr.outbox import Dispatcher, install
 from dsr.stores import Connector, ConnectorContext, StoreUnavailable, Subject, connector_class, validate_store
 
@@ -36,6 +37,11 @@ class Runtime:
     dispatcher: Dispatcher | None = None
     pid: int = field(default_factory=os.getpid)
     _connectors: dict[str, Connector] = field(default_factory=dict)
+
+    @property
+    def seal_key(self) -> bytes:
+        """The key artifacts are encrypted with at rest (derived from DSR_SECRET_KEY)."""
+        return storage_key(self.settings.resolved_secret_key())
 
     @property
     def artifact_ttl(self) -> timedelta:

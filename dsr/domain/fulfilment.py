@@ -294,7 +294,7 @@ def _fail(sessions: sessionmaker[Session], task_id: uuid.UUID, attempt: int, exc
 
 def assemble(
     sessions: sessionmaker[Session], datamap: DataMap, storage: Storage, request_id: uuid.UUID,
-    *, artifact_ttl: timedelta, now: datetime | None = None,
+    *, artifact_ttl: timedelta, seal_key: bytes, now: datetime | None = None,
 ) -> Request:
     """Once every task has ended: package what was collected, or mark the request failed."""
     now = now or utcnow()
@@ -316,9 +316,9 @@ def assemble(
                 "kept": sorted(t.store for t in tasks if t.status == TaskStatus.DONE),
             })
             return request
-        package = build_package(request, tasks, datamap, storage, now)
+        package = build_package(request, tasks, datamap, storage, now, seal_key)
         session.add(Artifact(
-            request_id=request_id, kind="package", filename=package.path.name, media_type="application/zip",
+            request_id=request_id, kind="package", filename=f"{request.reference}.zip", media_type="application/zip",
             path=str(package.path.relative_to(storage.root)), size=package.size, sha256=package.sha256,
             datamap_version=datamap.version, created_at=now, expires_at=now + artifact_ttl,
         ))

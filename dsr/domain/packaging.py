@@ -14,6 +14,7 @@ from dsr.datamap import DataMap
 from dsr.exports.json_files import add_json, dictionary, schemas
 from dsr.exports.package import PackedFile, build_zip
 from dsr.exports.report import build_report, report_data
+from dsr.exports.sealed import seal
 from dsr.models import Request, RequestType, Task
 
 
@@ -32,7 +33,18 @@ class Storage:
 
 
 def build_package(request: Request, tasks: list[Task], datamap: DataMap, storage: Storage,
-                  now: datetime) -> PackedFile:
+                  now: datetime, seal_key: bytes) -> PackedFile:
+    """Build the ZIP, then seal it: what stays on disk is encrypted; size and SHA-256 are the ZIP's,
+    which the subject can check after download."""
+    plain = _build_zip(request, tasks, datamap, storage, now)
+    sealed = storage.package_path(request.id, f"{request.reference}.zip.sealed")
+    seal(plain.path, sealed, seal_key)
+    plain.path.unlink()
+    return PackedFile(sealed, plain.size, plain.sha256)
+
+
+def _build_zip(request: Request, tasks: list[Task], datamap: DataMap, storage: Storage,
+               now: datetime) -> PackedFile:
     work = storage.request_work_dir(request.id)
     sources = {t.store: storage.root / t.checkpoint["output"] for t in tasks if t.checkpoint}
     # Machine-readable twins and their documentation (Art. 20; AC-05: codes and fields explained).
@@ -62,7 +74,7 @@ def build_package(request: Request, tasks: list[Task], datamap: DataMap, storage
         manifest["left_out_categories"] = sorted(cid for cid, c in datamap.categories.items() if not c.portable)
     # "" puts the report at the top of the package, where a person opening it looks first.
     folders = {**sources, "documentation": docs, "": report.path.parent}
-    return build_zip(folders, storage.package_path(request.id, f"{request.reference}.zip"), manifest)
+    return build_zip(folders, storage.request_work_dir(request.id) / f"{request.reference}.zip", manifest)
 
 
 def _write_documentation(docs: Path, data_dictionary: dict[str, Any]) -> None:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
-from flask import current_app, send_file, url_for
+from flask import Response, current_app, stream_with_context, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 from sqlalchemy import update
-from werkzeug.wrappers import Response
 
 from dsr.domain import audit, fulfilment, intake, planning
 from dsr.domain.errors import DomainError, InvalidTransition, NotFound
+from dsr.exports.sealed import SealBroken, unseal
 from dsr.models import Artifact, RequestType, Task, utcnow
 from dsr.web.auth import principal, require_token
 from dsr.web.context import runtime
@@ -210,8 +211,22 @@ def download(artifact_id: uuid.UUID) -> Response:
         session.execute(update(Artifact).where(Artifact.id == artifact_id).values(downloads=Artifact.downloads + 1))
         audit.record(session, "artifact.downloaded", actor="link", request_id=artifact.request_id, at=now,
                      data={"artifact_id": str(artifact.id), "sha256": artifact.sha256})
-        path, name, media_type = rt.storage.root / artifact.path, artifact.filename, artifact.media_type
-    return send_file(path, mimetype=media_type, as_attachment=True, download_name=name, max_age=0)
+        path, name, media_type, size = rt.storage.root / artifact.path, artifact.filename, artifact.media_type, \
+            artifact.size
+    chunks = unseal(path, rt.seal_key)
+    try:
+        first = next(chunks)  # verified before anything is sent: a broken file gets an error, not bytes
+    except (SealBroken, FileNotFoundError) as exc:
+        current_app.logger.error("artifact %s cannot be read: %s", artifact_id, exc)
+        _abort(500, "this file cannot be read; the data protection office has been told")
+
+    def body() -> Iterator[bytes]:
+        yield first
+        yield from chunks
+
+    return Response(stream_with_context(body()), mimetype=media_type, headers={
+        "Content-Disposition": f'attachment; filename="{name}"', "Content-Length": str(size),
+        "Cache-Control": "no-store"})
 
 
 def _abort(status: int, message: str) -> NoReturn:

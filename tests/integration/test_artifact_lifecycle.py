@@ -69,3 +69,23 @@ def test_a_download_link_works_only_so_often(settings, run_jobs):
         if settings.redis_url:
             purge_queue(app.extensions["dsr"].queue)
         app.extensions["dsr"].runtime.close()
+
+
+def test_exports_are_encrypted_at_rest_and_a_changed_file_is_never_served(client, auth, run_jobs, app):
+    runtime = app.extensions["dsr"].runtime
+    _created, artifact = _completed(client, auth, run_jobs)
+    with runtime.sessions() as session:
+        stored = runtime.storage.root / session.get(Artifact, uuid.UUID(artifact["id"])).path
+    raw = stored.read_bytes()
+    assert not raw.startswith(b"PK") and b"Mustermann" not in raw and b"accounts.csv" not in raw
+    path = artifact["download_url"].replace("http://localhost", "")
+    downloaded = client.get(path)
+    assert downloaded.status_code == 200 and downloaded.data.startswith(b"PK")
+    import hashlib
+
+    assert hashlib.sha256(downloaded.data).hexdigest() == artifact["sha256"]  # the subject can check it
+    changed = bytearray(raw)
+    changed[200] ^= 0xFF
+    stored.write_bytes(bytes(changed))
+    broken = client.get(path)
+    assert broken.status_code == 500 and b"PK" not in broken.data
