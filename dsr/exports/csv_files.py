@@ -14,13 +14,22 @@ from typing import IO, Any, BinaryIO
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
+def iso_time(value: datetime) -> str:
+    """ISO 8601, aware times in UTC; a fraction of a second only when not zero, without trailing zeros
+    (as PostgreSQL writes times, so both export paths give the same bytes)."""
+    text = (value.astimezone(UTC) if value.tzinfo else value).isoformat(timespec="microseconds")
+    moment, plus, offset = text.partition("+")
+    if "." in moment:
+        moment = moment.rstrip("0").rstrip(".")
+    return moment + plus + offset
+
+
 def cell(value: Any) -> Any:
     """One value as written to CSV. The PostgreSQL COPY path (dsr.stores.sql) writes the same forms."""
     if value is None:
         return ""
     if isinstance(value, datetime):
-        # ISO 8601, always with microseconds; aware times in UTC.
-        return (value.astimezone(UTC) if value.tzinfo else value).isoformat(timespec="microseconds")
+        return iso_time(value)
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, bool):

@@ -82,12 +82,14 @@ def expression(column: Any, rule: FieldRule) -> ColumnElement[Any]:
         # the stored value does, so test that and evaluate the mask once, not twice.
         return _empty_as_null(_neutralised(masked, test=_text(column)))
     if isinstance(kind, DateTime):
-        fmt = 'YYYY-MM-DD"T"HH24:MI:SS.US'
-        if kind.timezone:
-            return func.to_char(func.timezone("UTC", column), fmt + '"+00:00"')
-        return func.to_char(column, fmt)
+        # The server's own text form (DateStyle ISO, set in copy_to) with a T: about twice as fast as
+        # to_char. Fractions of a second appear only when not zero, trailing zeros dropped; the row
+        # path writes the same (dsr.exports.csv_files.iso_time).
+        local = func.timezone("UTC", column) if kind.timezone else column
+        text = func.replace(cast(local, Text), " ", "T")
+        return text + literal("+00:00", Text) if kind.timezone else text
     if isinstance(kind, Date):
-        return func.to_char(column, "YYYY-MM-DD")
+        return cast(column, Text)
     if isinstance(kind, Boolean):
         return case((column.is_(True), "true"), (column.is_(False), "false"), else_=None)
     if isinstance(kind, String | Text | Enum):
@@ -102,6 +104,9 @@ def copy_to(conn: Any, stmt: Any, stream: Any) -> int:
     raw = conn.connection.driver_connection  # psycopg.Connection
     buffer = bytearray()
     with raw.cursor() as cursor:
+        # Times and dates as ISO 8601 whatever the server's defaults are (the expressions rely on it).
+        cursor.execute("SET DateStyle TO 'ISO, YMD'")
+        cursor.execute("SET IntervalStyle TO 'iso_8601'")
         with cursor.copy(sql, compiled.params) as copy:
             for chunk in copy:  # one row each: gather them, so the stream is called per megabyte
                 buffer += chunk

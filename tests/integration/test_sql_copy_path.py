@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,9 @@ def store_db(backend, tmp_path):
             subject='=HYPERLINK("http://x")', body='-1 "quoted", line\nbreak ÄÖÜß'))
         conn.execute(update(portal.invoices).where(portal.invoices.c.account_id == 1).values(
             billed_address="Musterweg 1\r50667 Köln", vat_id=""))  # a bare CR, an empty string
+        conn.execute(update(portal.support_tickets).where(portal.support_tickets.c.account_id == 1).values(
+            opened_at=datetime(2026, 3, 1, 9, 30, 15, 500000, tzinfo=UTC),  # fractions of a second
+            closed_at=datetime(2026, 3, 2, 23, 59, 59, 123, tzinfo=timezone(timedelta(hours=2)))))
     yield backend.store_url
     portal.build(engine, portal.DemoSize(subjects=12, rows=30))  # what the other tests expect
     blobs.build(engine, backend.media)
@@ -70,6 +74,7 @@ def test_copy_and_row_by_row_write_identical_files(store_db, tmp_path, monkeypat
     assert b'"Musterweg 1\r50667 K' in invoices and b'""' not in invoices  # CR quoted, '' written as nothing
     tickets = (outputs["copy"] / "support_tickets.csv").read_text(encoding="utf-8-sig")
     assert "'=HYPERLINK" in tickets and "'-1 " in tickets
+    assert "2026-03-01T09:30:15.5+00:00" in tickets and "2026-03-02T21:59:59.000123+00:00" in tickets
     calls = (outputs["copy"] / "call_records.csv").read_text(encoding="utf-8-sig").splitlines()
     assert all(line.split(",")[3].endswith("xxx") for line in calls[1:])  # from_number masked
     assert "password_hash" not in (outputs["copy"] / "accounts.csv").read_text(encoding="utf-8-sig")
