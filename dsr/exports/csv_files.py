@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import shutil
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
@@ -45,17 +46,26 @@ class CsvTableWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         # utf-8-sig: the BOM makes spreadsheet software read the file as UTF-8 (umlauts intact).
         self._file: IO[str] = path.open("w", encoding="utf-8-sig", newline="")
-        self._writer = csv.writer(self._file, lineterminator="\n")  # as PostgreSQL's COPY writes it
+        self._buffer = io.StringIO()
+        self._writer = csv.writer(self._buffer, lineterminator="\n")  # as PostgreSQL's COPY writes it
         self._writer.writerow(columns)
+        self._flush()
+
+    def _flush(self) -> None:
+        self._file.write(self._buffer.getvalue())
+        self._buffer.seek(0)
+        self._buffer.truncate()
 
     def write(self, rows: Sequence[Sequence[Any]]) -> None:
         cells = [[cell(v) for v in row] for row in rows]
-        if any("\r" in v for row in cells for v in row if isinstance(v, str)):
+        self._writer.writerows(cells)
+        if "\r" in self._buffer.getvalue():
             # Python's csv module leaves a lone CR unquoted, which breaks the record for readers (and
-            # differs from PostgreSQL's COPY): quote such rows ourselves.
-            self._file.writelines(",".join(_quoted(v) for v in row) + "\n" for row in cells)
-        else:
-            self._writer.writerows(cells)
+            # differs from PostgreSQL's COPY): rare, so such a batch is written again, quoted by us.
+            self._buffer.seek(0)
+            self._buffer.truncate()
+            self._buffer.writelines(",".join(_quoted(v) for v in row) + "\n" for row in cells)
+        self._flush()
 
     def close(self) -> None:
         self._file.close()
