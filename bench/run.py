@@ -189,29 +189,13 @@ def _redis_version(args: argparse.Namespace) -> str:
 def _purge(redis_url: str, name: str) -> None:
     """Leave nothing of this run's queue in Redis: jobs, registries, the queue itself."""
     import redis
-    from rq import Queue, Worker
-    from rq.job import Job
-    from rq.results import Result
-    from rq.worker_registration import clean_worker_registry
+    from rq import Queue
+
+    from dsr.queue import purge_queue
 
     connection = redis.Redis.from_url(redis_url, socket_connect_timeout=3)
     try:
-        queue = Queue(name, connection=connection)
-        registries = (queue.deferred_job_registry, queue.scheduled_job_registry, queue.finished_job_registry,
-                      queue.failed_job_registry, queue.started_job_registry, queue.canceled_job_registry)
-        job_ids = set(queue.get_job_ids())
-        for registry in registries:
-            job_ids.update(registry.get_job_ids())
-        for job_id in job_ids:
-            job = Job(job_id, connection=connection)  # only for its key names (RQ's own spelling)
-            connection.delete(job.key, job.dependents_key, job.dependencies_key,
-                              Result.get_key(job_id))
-        for registry in registries:
-            connection.delete(registry.key)
-        for worker in Worker.all(connection=connection, queue=queue):  # stopped; its key would linger a minute
-            connection.delete(worker.key)
-        clean_worker_registry(queue)
-        queue.delete(delete_jobs=True)
+        purge_queue(Queue(name, connection=connection))
     except redis.RedisError as exc:
         print(f"warning: could not purge queue {name}: {exc}", file=sys.stderr)
     finally:

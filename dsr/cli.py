@@ -57,19 +57,9 @@ def datamap() -> None:
 @click.option("--connect", is_flag=True, help="Also connect to every store and check what the map names exists.")
 def datamap_check(path: Path | None, connect: bool) -> None:
     """Validate a data map (default: DSR_DATAMAP); exit 1 and name file, line and field of each problem."""
-    from dsr.datamap import DataMapError
-    from dsr.runtime import load_datamap
     from dsr.stores import ConnectorContext, NotSupported, connector_class
 
-    settings = Settings.from_env()
-    if path is not None:
-        settings = replace(settings, datamap_path=path)
-    try:
-        m = load_datamap(settings)
-    except DataMapError as exc:
-        for problem in exc.problems:
-            click.echo(problem, err=True)
-        raise SystemExit(1) from None
+    settings, m = _datamap(path, exit_on_error=True)
     tables = sum(len(s.tables) for s in m.stores.values())
     click.echo(f"{settings.datamap_path}: valid, version {m.version}: {len(m.categories)} categories, "
                f"{len(m.stores)} stores, {tables} tables")
@@ -102,6 +92,24 @@ def datamap_check(path: Path | None, connect: bool) -> None:
         raise SystemExit(1)
 
 
+def _datamap(path: Path | None, *, exit_on_error: bool) -> tuple[Settings, DataMap]:
+    """Settings (with ``path`` as the data map, if given) and the loaded, checked map."""
+    from dsr.datamap import DataMapError
+    from dsr.runtime import load_datamap
+
+    settings = Settings.from_env()
+    if path is not None:
+        settings = replace(settings, datamap_path=path)
+    try:
+        return settings, load_datamap(settings)
+    except DataMapError as exc:
+        if not exit_on_error:
+            raise click.ClickException(str(exc)) from None
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        raise SystemExit(1) from None
+
+
 def _located(m: DataMap, problem: str, warning: bool) -> str:
     """``file:line: path: message`` for a connector's ``path: message``."""
     path, _, message = problem.partition(": ")
@@ -114,17 +122,9 @@ def _located(m: DataMap, problem: str, warning: bool) -> str:
 @click.option("--locale", type=click.Choice(["de", "en"]), default="en", show_default=True)
 def datamap_show(path: Path | None, fmt: str, locale: str) -> None:
     """Print the record of processing, one entry per data category."""
-    from dsr.datamap import DataMapError
     from dsr.datamap.record import render
-    from dsr.runtime import load_datamap
 
-    settings = Settings.from_env()
-    if path is not None:
-        settings = replace(settings, datamap_path=path)
-    try:
-        m = load_datamap(settings)
-    except DataMapError as exc:
-        raise click.ClickException(str(exc)) from None
+    _settings_used, m = _datamap(path, exit_on_error=False)
     click.echo(render(m, fmt, locale), nl=False)
 
 

@@ -207,3 +207,26 @@ class Sweeper:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def purge_queue(queue: Queue) -> None:
+    """Remove a queue and everything of it from Redis: jobs in every registry, results, stopped
+    workers' records. For tests and benchmarks that share a Redis; never for a live queue."""
+    from rq.results import Result
+    from rq.worker_registration import clean_worker_registry
+
+    connection = queue.connection
+    registries = (queue.deferred_job_registry, queue.scheduled_job_registry, queue.finished_job_registry,
+                  queue.failed_job_registry, queue.started_job_registry, queue.canceled_job_registry)
+    job_ids = set(queue.get_job_ids())
+    for registry in registries:
+        job_ids.update(registry.get_job_ids())
+    for job_id in job_ids:
+        job = Job(job_id, connection=connection)  # only for its key names (RQ's own spelling)
+        connection.delete(job.key, job.dependents_key, job.dependencies_key, Result.get_key(job_id))
+    for registry in registries:
+        connection.delete(registry.key)
+    for worker in Worker.all(connection=connection, queue=queue):
+        connection.delete(worker.key)
+    clean_worker_registry(queue)
+    queue.delete(delete_jobs=True)

@@ -29,7 +29,7 @@ from dsr.domain.accounts import create_api_token
 from dsr.domain.audit import GENESIS, HEAD_ID
 from dsr.migrate import upgrade
 from dsr.models import AuditHead, Base, Role
-from dsr.queue import DsrSimpleWorker
+from dsr.queue import DsrSimpleWorker, purge_queue
 from dsr.web.app import create_app
 from tests.helpers import without_processor
 
@@ -162,21 +162,6 @@ def app(settings: Settings) -> Iterator[Flask]:
     if settings.redis_url:
         purge_queue(context.queue)
     context.runtime.close()
-
-
-def purge_queue(queue) -> None:  # type: ignore[no-untyped-def]
-    """Leave nothing of a test's queue in the shared Redis: queued, deferred, finished or failed."""
-    registries = (queue.deferred_job_registry, queue.scheduled_job_registry, queue.finished_job_registry,
-                  queue.failed_job_registry, queue.started_job_registry, queue.canceled_job_registry)
-    job_ids = set(queue.get_job_ids())
-    for registry in registries:
-        job_ids.update(registry.get_job_ids())
-    for job_id in job_ids:
-        queue.connection.delete(f"rq:job:{job_id}", f"rq:job:{job_id}:dependents",
-                                f"rq:job:{job_id}:dependencies", f"rq:results:{job_id}")
-    for registry in registries:
-        queue.connection.delete(registry.key)
-    queue.delete(delete_jobs=True)
 
 
 @pytest.fixture

@@ -147,10 +147,7 @@ class Rerun(MethodView):
     def post(self, request_id: uuid.UUID, task_id: uuid.UUID) -> Task:
         """Run one store's failed task again (after the store was mended); the package is then rebuilt."""
         with runtime().sessions.begin() as session:
-            request = _get(session, request_id, for_update=True)
-            task = session.get(Task, task_id, with_for_update=True)
-            if task is None or task.request_id != request.id:
-                _abort(404, f"request {request.reference} has no task {task_id}")
+            request, task = _task(session, request_id, task_id)
             try:
                 planning.rerun(session, request, task, actor=principal().actor, now=utcnow())
             except InvalidTransition as exc:
@@ -173,10 +170,7 @@ class CompleteTask(MethodView):
 
         rt = runtime()
         with rt.sessions.begin() as session:
-            request = _get(session, request_id, for_update=True)
-            task = session.get(Task, task_id, with_for_update=True)
-            if task is None or task.request_id != request.id:
-                _abort(404, f"request {request.reference} has no task {task_id}")
+            _request, task = _task(session, request_id, task_id)
             evidence = [(f.filename or "evidence", f.stream) for f in http.files.getlist("evidence")]
             try:
                 fulfilment.complete_by_hand(session, task, rt.storage, actor=principal().actor, note=data["note"],
@@ -232,6 +226,15 @@ def download(artifact_id: uuid.UUID) -> Response:
 def _abort(status: int, message: str) -> NoReturn:
     abort(status, message=message)
     raise AssertionError("unreachable")  # flask_smorest.abort always raises
+
+
+def _task(session: Any, request_id: uuid.UUID, task_id: uuid.UUID) -> tuple[Any, Task]:
+    """The request and one of its tasks, both locked for the change; 404 when either is missing."""
+    request = _get(session, request_id, for_update=True)
+    task = session.get(Task, task_id, with_for_update=True)
+    if task is None or task.request_id != request.id:
+        _abort(404, f"request {request.reference} has no task {task_id}")
+    return request, task
 
 
 def _get(session: Any, request_id: uuid.UUID, *, for_update: bool = False) -> Any:

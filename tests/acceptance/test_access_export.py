@@ -22,9 +22,8 @@ from dsr.config import DEFAULT_DATAMAP
 from dsr.demo import processor_sim
 from dsr.domain.accounts import create_api_token
 from dsr.models import Role
-from dsr.queue import DsrSimpleWorker
+from dsr.queue import DsrSimpleWorker, purge_queue
 from dsr.web.app import create_app
-from tests.conftest import purge_queue
 from tests.helpers import MAX, read_zip, submit
 
 SECRET = "acceptance-secret-" + "s" * 20

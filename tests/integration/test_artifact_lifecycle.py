@@ -11,8 +11,8 @@ from sqlalchemy import select, update
 from dsr.domain.audit import verify_chain
 from dsr.domain.retention import purge_expired
 from dsr.models import Artifact, utcnow
+from dsr.queue import purge_queue
 from dsr.web.app import create_app
-from tests.conftest import purge_queue
 from tests.helpers import submit
 
 

@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import pytest
 
+from dsr.queue import purge_queue
 from dsr.web.app import create_app
-from tests.conftest import purge_queue
 from tests.helpers import submit
 
 

@@ -13,8 +13,8 @@ import yaml
 from dsr.config import DEFAULT_DATAMAP
 from dsr.db import make_engine
 from dsr.demo import portal
+from dsr.queue import purge_queue
 from dsr.web.app import create_app
-from tests.conftest import purge_queue
 from tests.helpers import read_zip, submit, without_processor
 
 

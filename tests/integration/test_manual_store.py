@@ -10,8 +10,8 @@ from dataclasses import replace
 import pytest
 import yaml
 
+from dsr.queue import purge_queue
 from dsr.web.app import create_app
-from tests.conftest import purge_queue
 from tests.helpers import submit
 
 ARCHIVE = {

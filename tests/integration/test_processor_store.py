@@ -31,12 +31,11 @@ from dsr.datamap.model import Store, Table
 from dsr.demo import processor_sim
 from dsr.domain.accounts import create_api_token
 from dsr.models import Role, Task, utcnow
-from dsr.queue import DsrSimpleWorker
+from dsr.queue import DsrSimpleWorker, purge_queue
 from dsr.stores import ConnectorContext, Pending, StoreUnavailable, Subject
 from dsr.stores.processor import ProcessorConnector, encode, inbox_path, sign, subject_request_id
 from dsr.web import callbacks
 from dsr.web.app import create_app
-from tests.conftest import purge_queue
 from tests.helpers import MAX, read_zip, submit
 
 SECRET = "vonage-shared-secret-" + "v" * 32

@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 
+from dsr.queue import purge_queue
 from dsr.stores.sql import SqlConnector
 from dsr.web.app import create_app
-from tests.conftest import purge_queue
 from tests.helpers import read_zip, submit
 
 
