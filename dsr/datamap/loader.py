@@ -13,6 +13,7 @@ from marshmallow import ValidationError
 
 from dsr.datamap.model import (
     Authority,
+    Case,
     Category,
     Contact,
     Controller,
@@ -95,7 +96,7 @@ def _build(data: dict[str, Any], source: Path | None, lines: Mapping[str, int], 
         tables = {}
         for tname, t in s["tables"].items():
             category = t.pop("category") or s["category"] or ""
-            rules = {col: FieldRule(col, f.pop("category") or category, **f) for col, f in t.pop("fields_").items()}
+            rules = {col: _rule(col, f, category, data["lists"]) for col, f in t.pop("fields_").items()}
             erasure = t.pop("erasure")
             description = t.pop("description")
             tables[tname] = Table(tname, category, rules, dict(t), _erasure(erasure), description)
@@ -122,6 +123,16 @@ def _build(data: dict[str, Any], source: Path | None, lines: Mapping[str, int], 
         source=source,
         lines=lines,
     )
+
+
+def _rule(column: str, spec: dict[str, Any], category: str, lists: dict[str, Any]) -> FieldRule:
+    cases = []
+    for case in spec.pop("cases"):
+        when = case["when"]
+        listed = lists.get(when["in_list"], {}).get("values") if when.get("in_list") else None
+        cases.append(Case(case["disclose"], case["mask"], case["reason"], when["column"], when["equals"],
+                          tuple(listed) if listed is not None else None, when["request"]))
+    return FieldRule(column, spec.pop("category") or category, cases=tuple(cases), **spec)
 
 
 def _erasure(e: dict[str, Any] | None) -> Erasure | None:
@@ -161,6 +172,9 @@ def _cross_check(m: DataMap) -> Iterator[tuple[str, str]]:
             for col, rule in table.fields.items():
                 if rule.category not in m.categories:
                     yield f"{tbase}.fields.{col}.category", f"unknown category {rule.category!r}"
+                for i, case in enumerate(rule.cases):
+                    if case.column is not None and case.equals is None and case.values is None:
+                        yield f"{tbase}.fields.{col}.cases.{i}.when.in_list", "unknown list (see lists:)"
             if table.erasure and table.erasure.until and table.erasure.until not in m.retention:
                 yield f"{tbase}.erasure.until", f"unknown retention rule {table.erasure.until!r}"
 

@@ -91,6 +91,24 @@ class Category:
 
 
 @dataclass(frozen=True)
+class Case:
+    """Records matching the condition are disclosed as this case says (AC-20..AC-23: a withheld
+    caller number, the subject's own number, a counselling line, full numbers on request)."""
+
+    disclose: str
+    mask: str | None
+    reason: Localized
+    column: str | None = None
+    equals: Any = None
+    values: tuple[str, ...] | None = None  # in_list, resolved to its values
+    request: str | None = None
+
+    def applies(self, options: Mapping[str, Any]) -> bool:
+        """Whether the request part of the condition holds (rows are checked by the export paths)."""
+        return self.request is None or bool(options.get(self.request))
+
+
+@dataclass(frozen=True)
 class FieldRule:
     name: str
     category: str
@@ -98,6 +116,7 @@ class FieldRule:
     mask: str | None = None
     reason: Localized | None = None
     description: Localized | None = None
+    cases: tuple[Case, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -123,12 +123,43 @@ class CategorySchema(_Strict):
     automated_decisions = Localized(load_default=None)  # Art. 15(1)(h); absent means none
 
 
+class WhenSchema(_Strict):
+    """A condition on the record (one column) and/or on the request (an option the subject chose)."""
+
+    column = fields.String(load_default=None)
+    equals = fields.Raw(load_default=None)
+    in_list = fields.String(load_default=None, validate=NAME)  # a list of the map's `lists`
+    request = fields.String(load_default=None, validate=NAME)  # true in the request's details
+
+    @validates_schema
+    def _complete(self, data: dict[str, Any], **_: Any) -> None:
+        if not data.get("column") and not data.get("request"):
+            raise ValidationError("a condition names a column or a request option")
+        if data.get("column") and (data.get("equals") is None) == (data.get("in_list") is None):
+            raise ValidationError("a column condition needs exactly one of equals or in_list", "column")
+
+
+class CaseSchema(_Strict):
+    """For records matching ``when``, disclose this field differently (first matching case wins)."""
+
+    when = fields.Nested(WhenSchema, required=True)
+    disclose = fields.String(load_default="mask", validate=validate.OneOf(DISCLOSURES))
+    mask = fields.String(load_default=None, validate=validate.OneOf(MASKS))
+    reason = Localized(required=True)
+
+    @validates_schema
+    def _consistent(self, data: dict[str, Any], **_: Any) -> None:
+        if data["disclose"] == "mask" and not data.get("mask"):
+            raise ValidationError(f"disclose: mask needs one of {', '.join(MASKS)}", "mask")
+
+
 class FieldSchema(_Strict):
     category = fields.String(load_default=None, validate=NAME)
     disclose = fields.String(load_default="export", validate=validate.OneOf(DISCLOSURES))
     mask = fields.String(load_default=None, validate=validate.OneOf(MASKS))
     reason = Localized(load_default=None)
     description = Localized(load_default=None)
+    cases = fields.List(fields.Nested(CaseSchema), load_default=list)
 
     @validates_schema
     def _consistent(self, data: dict[str, Any], **_: Any) -> None:
@@ -181,6 +212,11 @@ class StoreSchema(_Strict):
     deadline_days = fields.Integer(load_default=None, validate=validate.Range(min=1))  # LC-60
 
 
+class ListSchema(_Strict):
+    description = Localized(required=True)
+    values = fields.List(fields.String(), required=True)
+
+
 class DataMapSchema(_Strict):
     version = fields.String(required=True)
     date = fields.Date(required=True)
@@ -196,3 +232,5 @@ class DataMapSchema(_Strict):
     categories = fields.Dict(keys=fields.String(validate=NAME), values=fields.Nested(CategorySchema),
                              required=True)
     stores = fields.Dict(keys=fields.String(validate=NAME), values=fields.Nested(StoreSchema), required=True)
+    # Named value lists that field cases refer to (e.g. counselling lines whose numbers are never shown).
+    lists = fields.Dict(keys=fields.String(validate=NAME), values=fields.Nested(ListSchema), load_default=dict)

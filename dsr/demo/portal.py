@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Date,
     DateTime,
@@ -30,6 +31,7 @@ from sqlalchemy import (
 )
 
 DEMO_SUBJECT = "max.mustermann@example.com"
+COUNSELLING_LINE = "+498001110111"  # Telefonseelsorge; on the Bundesnetzagentur list of counselling lines
 
 metadata = MetaData()
 
@@ -78,6 +80,8 @@ call_records = Table(
     Column("direction", String(10)), Column("from_number", String(40)), Column("to_number", String(40)),
     Column("started_at", DateTime(timezone=True)), Column("duration_s", Integer), Column("status", String(20)),
     Column("location", String(100)), Column("ip_address", String(45)),
+    # The caller suppressed their number (CLIR): the network knows it, the subject must never see it.
+    Column("caller_withheld", Boolean, nullable=False, default=False),
 )
 message_records = Table(
     "message_records", metadata, _id(), _account_fk(),
@@ -287,12 +291,15 @@ def _calls(rng: random.Random, people: list[dict[str, Any]], per: int,
             n += 1
             outbound = rng.random() < 0.6
             other = _number(rng)
+            if outbound and n % 9 == 3:
+                other = COUNSELLING_LINE  # a call to a counselling line: never shown (§ 11(2) TDDDG)
             yield {
                 "id": n, "account_id": p["id"], "direction": "outbound" if outbound else "inbound",
                 "from_number": p["phone"] if outbound else other, "to_number": other if outbound else p["phone"],
                 "started_at": EPOCH + timedelta(seconds=rng.randrange(0, 300 * 86400)),
                 "duration_s": rng.randrange(0, 3600), "status": rng.choice(CALL_STATUS),
                 "location": rng.choice(CITIES), "ip_address": _ip(rng),
+                "caller_withheld": not outbound and n % 4 == 1,
             }
 
 

@@ -70,6 +70,7 @@ def collect(
         request = session.get(Request, task.request_id)
         assert request is not None
         attempt, store, request_id, request_type = task.attempts, task.store, task.request_id, request.type
+        options = dict(request.details or {})  # the subject's choices, e.g. full_numbers (AC-21)
         waiting = dict(task.checkpoint or {}) if "waiting_since" in (task.checkpoint or {}) else None
         earlier = dict((task.checkpoint or {}).get("resume") or {})
         subject = Subject.from_email(request.email, case_id=str(request.id), received_at=request.received_at,
@@ -81,7 +82,7 @@ def collect(
     try:
         subject = resolve(subject, store)
         connector = connector_for(store)
-        sink = DisclosingSink(CsvDirectorySink(out), connector.store, _scope(request_type, categories))
+        sink = DisclosingSink(CsvDirectorySink(out), connector.store, _scope(request_type, categories), options)
         progress.summary = sink.summary
         result = connector.collect(subject, sink, progress)
     except Pending as pending:

@@ -13,6 +13,12 @@ from typing import IO, Any, BinaryIO
 
 # A spreadsheet treats a cell starting with these as a formula (CSV injection): prefix a quote.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_GUARDED = tuple("'" + c for c in _FORMULA_START)
+
+
+def unguarded(value: str) -> str:
+    """The value as stored, from its CSV cell (undoes the formula guard of ``cell``)."""
+    return value[1:] if value.startswith(_GUARDED) else value
 
 
 def iso_time(value: datetime) -> str:

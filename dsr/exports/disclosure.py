@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO
 
-from dsr.datamap.model import FieldRule, Store
+from dsr.datamap.model import Case, FieldRule, Store
 from dsr.stores.base import TableSink, TableWriter
 
 _DIGIT = re.compile(r"\d")
@@ -40,16 +40,53 @@ MASKS: dict[str, Callable[[str], str]] = {
 }
 
 
+def as_text(value: Any) -> str | None:
+    """How a condition sees a value (the same on the COPY path): booleans as true/false."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _apply(disclose: str, mask: str | None, value: Any) -> Any:
+    if disclose == "omit":
+        return None
+    if disclose == "mask" and mask and value not in (None, ""):
+        return MASKS[mask](str(value))
+    return value
+
+
+def _by_case(rule: FieldRule, position: int, index: dict[str, int], options: dict[str, Any]) -> Callable[[Any], Any]:
+    """Per record: the first case whose condition holds decides, else the field's own rule."""
+    checks: list[tuple[int | None, set[str | None] | None, Case]] = []
+    for case in (c for c in rule.cases if c.applies(options)):
+        if case.column is None:
+            checks.append((None, None, case))
+            continue
+        wanted: set[str | None] = {as_text(case.equals)} if case.values is None else set(case.values)
+        checks.append((index[case.column], wanted, case))
+
+    def value(row: Any) -> Any:
+        for column, wanted, case in checks:
+            if column is None or as_text(row[column]) in (wanted or set()):
+                return _apply(case.disclose, case.mask, row[position])
+        return _apply(rule.disclose, rule.mask, row[position])
+
+    return value
+
+
 class _DisclosingWriter:
     def __init__(self, inner: TableWriter, keep: list[int], masks: dict[int, Callable[[str], str]],
-                 counts: Counter[str], names: list[str]) -> None:
-        self.inner, self.keep, self.masks, self.counts = inner, keep, masks, counts
-        self.redacted = [names[i] for i in masks] + [n for i, n in enumerate(names) if i not in keep]
+                 counts: Counter[str], names: list[str], by_case: dict[int, Callable[[Any], Any]]) -> None:
+        self.inner, self.keep, self.masks, self.counts, self.by_case = inner, keep, masks, counts, by_case
+        self.redacted = [names[i] for i in {*masks, *by_case}] + [n for i, n in enumerate(names) if i not in keep]
 
     def write(self, rows: Sequence[Sequence[Any]]) -> None:
-        masks, keep = self.masks, self.keep
+        masks, keep, by_case = self.masks, self.keep, self.by_case
         self.inner.write([
-            [masks[i](str(row[i])) if i in masks and row[i] not in (None, "") else row[i] for i in keep]
+            [by_case[i](row) if i in by_case else
+             masks[i](str(row[i])) if i in masks and row[i] not in (None, "") else row[i] for i in keep]
             for row in rows
         ])
         for name in self.redacted:
@@ -87,10 +124,12 @@ class DisclosingSink:
     Counts are of records whose value was masked or withheld, never the values themselves.
     """
 
-    def __init__(self, inner: TableSink, store: Store, in_scope: Callable[[FieldRule], bool] | None = None) -> None:
+    def __init__(self, inner: TableSink, store: Store, in_scope: Callable[[FieldRule], bool] | None = None,
+                 options: dict[str, Any] | None = None) -> None:
         """``in_scope``: which fields the answer covers (portability, Art. 20: only portable categories);
         fields out of scope are left out, and ``excluded()`` names them."""
         self.inner, self.store, self.in_scope = inner, store, in_scope
+        self.options = options or {}  # what the subject chose in the request (e.g. full_numbers)
         self.redactions: dict[str, dict[str, dict[str, Any]]] = {}
         self.out_of_scope: dict[str, list[str]] = {}
 
@@ -114,7 +153,7 @@ class DisclosingSink:
         counts: Counter[str] = Counter()
         if table is not None:
             redacted = {r.name: {"disclose": r.disclose, "mask": r.mask, "counter": counts}
-                        for r in (table.rule(c) for c in columns) if r.disclose != "export"}
+                        for r in (table.rule(c) for c in columns) if r.disclose != "export" or r.cases}
             if redacted:
                 self.redactions[name] = redacted
         return counts
@@ -126,11 +165,14 @@ class DisclosingSink:
         if not kept:
             return _Discarding()
         keep = [i for i, c in enumerate(columns) if c in kept]
+        index = {c: i for i, c in enumerate(columns)}
+        by_case = {i: _by_case(kept[c], i, index, self.options) for i, c in enumerate(columns)
+                   if c in kept and kept[c].cases}
         masks = {i: MASKS[kept[c].mask] for i, c in enumerate(columns)  # type: ignore[index]
-                 if c in kept and kept[c].disclose == "mask"}
+                 if c in kept and kept[c].disclose == "mask" and i not in by_case}
         counts = self._register(name, columns)
         return _DisclosingWriter(self.inner.open_table(name, [columns[i] for i in keep]), keep, masks, counts,
-                                 list(columns))
+                                 list(columns), by_case)
 
     def open_csv(self, name: str, columns: Sequence[str]) -> Any:
         """For stores that format CSV themselves (PostgreSQL COPY) after applying ``plan()`` in their query."""

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dsr.datamap.model import DataMap, Store
+from dsr.exports.csv_files import unguarded
 
 JSON_SCHEMA = "https://json-schema.org/draft/2020-12/schema"
 
@@ -26,7 +27,8 @@ def csv_to_json(source: Path, target: Path) -> int:
         out.write("[")
         if header is not None:
             for row in reader:
-                record = {k: (v if v != "" else None) for k, v in zip(header, row, strict=False)}
+                # JSON is no spreadsheet: values are given as stored, without the CSV's formula guard.
+                record = {k: (unguarded(v) if v != "" else None) for k, v in zip(header, row, strict=False)}
                 out.write(("\n" if rows == 0 else ",\n") + json.dumps(record, ensure_ascii=False))
                 rows += 1
         out.write("\n]\n")

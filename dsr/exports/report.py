@@ -294,9 +294,12 @@ def _redactions(data: ReportData) -> list[dict[str, Any]]:
             for r in table.redactions:
                 rule = tdef.rule(r.field) if tdef else None
                 category = m.categories.get(rule.category) if rule else None
+                # A field with cases (AC-20..AC-23) is explained rule by rule: the default, then each case.
+                reasons = [localized(rule.reason, loc)] if rule and rule.reason else []
+                reasons += [localized(c.reason, loc) for c in (rule.cases if rule else ())]
                 out.append({"store": store.name, "table": table.name, "field": r.field, "disclose": r.disclose,
                             "mask": r.mask, "records": r.records,
-                            "reason": localized(rule.reason, loc) if rule else "",
+                            "reason": "; ".join(reasons),
                             "description": localized(rule.description, loc) if rule else "",
                             "category": localized(category.title, loc) if category else ""})
     return out

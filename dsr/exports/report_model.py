@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from dsr.datamap.model import DataMap, Localized, Store
-from dsr.exports.csv_files import _safe as package_name  # the file names CsvDirectorySink gives tables
+from dsr.exports.csv_files import _safe as package_name
+from dsr.exports.csv_files import unguarded  # the file names CsvDirectorySink gives tables
 
 LOCALES = ("de", "en")
 PREVIEW_ROWS = 25
 # The CSV writer puts a quote before a value a spreadsheet would run as a formula (csv_files.cell);
 # the report is not a spreadsheet, so it shows the value as stored.
-_FORMULA_GUARD = ("'=", "'+", "'-", "'@", "'\t", "'\r")
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def preview_rows(csv_path: Path, limit: int = PREVIEW_ROWS) -> Preview | None:
 
 
 def _cell(value: str) -> str:
-    return value[1:] if value.startswith(_FORMULA_GUARD) else value
+    return unguarded(value)
 
 
 def report_data(

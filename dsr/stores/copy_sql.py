@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Boolean, Date, DateTime, Enum, String, Table, Text, case, cast, func, literal, or_
+from sqlalchemy import Boolean, Date, DateTime, Enum, String, Table, Text, case, cast, func, literal, null, or_, true
 from sqlalchemy.sql.elements import ColumnElement
 
 from dsr.datamap.model import FieldRule
+from dsr.exports.disclosure import as_text
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _FORMULA_CODES = [ord(c) for c in _FORMULA_START]
@@ -71,8 +72,32 @@ def _empty_as_null(value: ColumnElement[Any]) -> ColumnElement[Any]:
     return func.nullif(value, "")
 
 
-def expression(column: Any, rule: FieldRule) -> ColumnElement[Any]:
-    """The SQL that yields what the CSV cell of this column must hold."""
+def expression(column: Any, rule: FieldRule, table: Table | None = None,
+               options: dict[str, Any] | None = None) -> ColumnElement[Any]:
+    """The SQL that yields what the CSV cell of this column must hold (per-record cases included)."""
+    cases = [c for c in rule.cases if c.applies(options or {})] if table is not None else []
+    if not cases:
+        return _plain(column, rule)
+    whens = []
+    for rule_case in cases:
+        action = FieldRule(rule.name, rule.category, rule_case.disclose, rule_case.mask)
+        result = null() if rule_case.disclose == "omit" else _plain(column, action)
+        if rule_case.column is None:
+            condition: Any = true()
+        else:
+            other = table.c[rule_case.column]  # type: ignore[union-attr]
+            if rule_case.values is not None:
+                condition = cast(other, Text).in_(rule_case.values)
+            elif isinstance(other.type, Boolean) and isinstance(rule_case.equals, bool):
+                condition = other.is_(rule_case.equals)
+            else:
+                condition = cast(other, Text) == as_text(rule_case.equals)
+        whens.append((condition, result))
+    default = null() if rule.disclose == "omit" else _plain(column, rule)
+    return case(*whens, else_=default)
+
+
+def _plain(column: Any, rule: FieldRule) -> ColumnElement[Any]:
     kind = column.type
     if rule.disclose == "mask" and rule.mask:
         masked = _MASKS[rule.mask](_text(column))

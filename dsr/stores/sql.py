@@ -122,6 +122,8 @@ class SqlConnector(Connector):
             indexed.update(pk[:1])
             indexed.update(u["column_names"][0] for u in inspector.get_unique_constraints(name) if u["column_names"])
             needed = [(f"{base}.tables.{name}.fields.{c}", c) for c in table.fields]
+            needed += [(f"{base}.tables.{name}.fields.{c}.cases.{i}.when.column", case.column)
+                       for c, rule in table.fields.items() for i, case in enumerate(rule.cases) if case.column]
             needed.append((f"{base}.tables.{name}.key", table.options.get("key", "id")))
             needed += [(f"{base}.tables.{name}.references.{c}", c) for c in _references(table.options)]
             for path, column in needed:
@@ -227,7 +229,8 @@ class SqlConnector(Connector):
         rules = sink.plan(name, [c.name for c in t.columns])
         if not rules:  # nothing of this table is in the answer's scope (e.g. portability)
             return 0
-        stmt = select(*(copy_sql.expression(t.c[r.name], r).label(r.name) for r in rules))
+        options = getattr(sink, "options", {})
+        stmt = select(*(copy_sql.expression(t.c[r.name], r, t, options).label(r.name) for r in rules))
         stmt = stmt.where(where).order_by(self._order(name, t))
         stream = sink.open_csv(name, [c.name for c in t.columns])
         try:

@@ -64,7 +64,7 @@ MEDIA_STANZA = """
           path_column: path
           references: {account_id: accounts.id}
         fields:
-          from_number: *partner_number
+          from_number: {disclose: mask, mask: last3, reason: *partner_reason}
           account_id: {category: acct_identity}
       recordings:
         category: comm_content

@@ -310,9 +310,11 @@ def test_redactions_are_explained_with_counts(reports: dict[str, Rendered], data
     tables = datamap.stores["portal_db"].tables
     n = {"de": "1.234.567", "en": "1,234,567"}[locale]
     how = {"de": "die letzten drei Ziffern durch x ersetzt", "en": "last three digits replaced by x"}[locale]
-    reason = tables["call_records"].rule("to_number").reason
-    assert reason is not None
-    assert re.search(re.escape(squash(f"to_number {how} {reason[locale]}")) + re.escape(n), text)
+    rule = tables["call_records"].rule("to_number")
+    assert rule.reason is not None
+    # the field's rule, then each of its cases (withheld, counselling lines, own number, full numbers)
+    reasons = "; ".join([rule.reason[locale], *(case.reason[locale] for case in rule.cases)])
+    assert re.search(re.escape(squash(f"to_number {how} {reasons}")) + re.escape(n), text)
     iban = tables["payment_methods"].rule("iban").reason
     assert iban is not None and squash(iban[locale]) in text
     omitted = {"de": "Gespeichert, aber nicht herausgegeben", "en": "Stored, not disclosed"}[locale]
