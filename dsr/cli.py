@@ -26,6 +26,8 @@ def _settings() -> Settings:
 def main(log_level: str) -> None:
     """dsr: answer GDPR data-subject requests completely, on time, and provably."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("weasyprint", "fontTools"):  # their INFO is per page and per glyph table
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 @main.group()

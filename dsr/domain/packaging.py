@@ -13,7 +13,6 @@ from typing import Any
 from dsr.datamap import DataMap
 from dsr.exports.json_files import add_json, dictionary, schemas
 from dsr.exports.package import PackedFile, build_zip
-from dsr.exports.report import build_report, report_data
 from dsr.exports.sealed import seal
 from dsr.models import Request, RequestType, Task
 
@@ -50,6 +49,8 @@ def _build_zip(request: Request, tasks: list[Task], datamap: DataMap, storage: S
     # Machine-readable twins and their documentation (Art. 20; AC-05: codes and fields explained).
     for folder in sources.values():
         add_json(folder)
+    from dsr.exports.report import build_report, report_data  # WeasyPrint: only where a package is built
+
     docs = work / "documentation"
     _write_documentation(docs, dictionary(datamap, sources))
     report = build_report(report_data(
