@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 import yaml
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, delete, text
+from sqlalchemy import Engine, create_engine, delete, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
 
 from dsr.config import DEFAULT_DATAMAP, Settings
-from dsr.db import make_engine
+from dsr.db import make_engine, make_session_factory
 from dsr.demo import blobs, logs, portal
 from dsr.domain.accounts import create_api_token
 from dsr.domain.audit import GENESIS, HEAD_ID
@@ -152,16 +154,45 @@ def settings(backend: Backend, clean_db: None, tmp_path: Path, monkeypatch: pyte
 
 
 @pytest.fixture
-def app(settings: Settings) -> Iterator[Flask]:
-    app = create_app(settings)
-    app.config["TESTING"] = True
-    yield app
-    context = app.extensions["dsr"]
-    if context.worker:
-        context.worker.stop()
-    if settings.redis_url:
-        purge_queue(context.queue)
-    context.runtime.close()
+def make_app(settings: Settings) -> Iterator[Callable[..., Flask]]:
+    """Apps on the test's backend with some settings changed (``make_app(datamap_path=...)``); each
+    is torn down after the test: worker stopped, its queue purged from Redis, connections closed."""
+    apps: list[Flask] = []
+
+    def build(*, start_worker: bool | None = None, **overrides: Any) -> Flask:
+        app = create_app(replace(settings, **overrides), start_worker=start_worker)
+        app.config["TESTING"] = True
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        context = app.extensions["dsr"]
+        if context.worker:
+            context.worker.stop()
+        if context.sweeper:
+            context.sweeper.stop()
+        if settings.redis_url:
+            purge_queue(context.queue)
+        context.runtime.close()
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app()
+
+
+@pytest.fixture
+def engine(backend: Backend, clean_db: None) -> Iterator[Engine]:
+    """A plain engine on the test's metadata database (for tests below the app)."""
+    engine = make_engine(backend.database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    return make_session_factory(engine)
 
 
 @pytest.fixture
@@ -188,6 +219,6 @@ def run_jobs(app: Flask):  # type: ignore[no-untyped-def]
 
     def run(max_jobs: int | None = None) -> bool:
         worker = DsrSimpleWorker([context.queue], connection=context.queue.connection, runtime=context.runtime)
-        return worker.work(burst=True, logging_level="WARNING", max_jobs=max_jobs)
+        return worker.work(burst=True, logging_level="WARNING", max_jobs=max_jobs)  # max_jobs: stop part-way
 
     return run

@@ -19,6 +19,25 @@ def submit(client: FlaskClient, **overrides: Any) -> dict[str, Any]:
     return response.get_json()
 
 
+def dpo_auth(app: Any) -> dict[str, str]:
+    """Headers with a new DPO token for ``app`` (for tests that build an app of their own)."""
+    from dsr.domain.accounts import create_api_token
+    from dsr.models import Role
+
+    with app.extensions["dsr"].runtime.sessions.begin() as session:
+        _row, token = create_api_token(session, name="tests", role=Role.DPO)
+    return {"Authorization": f"Bearer {token}"}
+
+
+def work_off(app: Any, logging_level: str = "ERROR") -> bool:
+    """Run every job queued for ``app`` (and the jobs they enqueue) in this thread, then return."""
+    from dsr.queue import DsrSimpleWorker
+
+    context = app.extensions["dsr"]
+    worker = DsrSimpleWorker([context.queue], connection=context.queue.connection, runtime=context.runtime)
+    return worker.work(burst=True, logging_level=logging_level)
+
+
 def without_processor(raw: dict[str, Any]) -> dict[str, Any]:
     """The default map (as loaded from YAML) without the Vonage store: tests that are not about
     processors need no simulator. tests/integration/test_processor_store.py runs it with one."""

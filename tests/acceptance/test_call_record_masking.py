@@ -12,8 +12,8 @@ from sqlalchemy import select
 from dsr.db import make_engine
 from dsr.demo import portal
 from dsr.exports.csv_files import unguarded
-from tests.acceptance.test_access_export import _answer, _report_text, _run
-from tests.helpers import MAX, submit
+from tests.acceptance.test_access_export import _answer, _report_text
+from tests.helpers import MAX, submit, work_off
 
 
 def _calls(backend) -> dict[str, dict[str, object]]:  # type: ignore[no-untyped-def]
@@ -69,7 +69,7 @@ def test_AT_15_call_records_disclose_each_number_by_its_rule(app, backend):
     full, auth = app.test_client(), detail["auth"]
     created = submit(full, details={"full_numbers": True})
     full.post(f"/api/v1/requests/{created['id']}/verify", headers=auth)
-    _run(app)
+    work_off(app)
     url = full.get(f"/api/v1/requests/{created['id']}/artifacts", headers=auth).get_json()[0]["download_url"]
     rows = _exported(full.get(url.replace("http://localhost", "")).data)
     for i in kinds["outbound"]:

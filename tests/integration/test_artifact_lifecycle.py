@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
 from datetime import timedelta
 
 from sqlalchemy import select, update
@@ -11,9 +10,7 @@ from sqlalchemy import select, update
 from dsr.domain.audit import verify_chain
 from dsr.domain.retention import purge_expired
 from dsr.models import Artifact, utcnow
-from dsr.queue import purge_queue
-from dsr.web.app import create_app
-from tests.helpers import submit
+from tests.helpers import dpo_auth, submit, work_off
 
 
 def _completed(client, auth, run_jobs):  # type: ignore[no-untyped-def]
@@ -46,29 +43,15 @@ def test_expired_exports_are_purged_and_their_proof_stays(client, auth, run_jobs
     assert timeline[-1]["action"] == "artifact.purged"
 
 
-def test_a_download_link_works_only_so_often(settings, run_jobs):
-    app = create_app(replace(settings, download_limit=2))
-    try:
-        from dsr.domain.accounts import create_api_token
-        from dsr.models import Role
-        from dsr.queue import DsrSimpleWorker
-
-        client = app.test_client()
-        with app.extensions["dsr"].runtime.sessions.begin() as session:
-            _row, token = create_api_token(session, name="t", role=Role.DPO)
-        auth = {"Authorization": f"Bearer {token}"}
-        created = submit(client)
-        client.post(f"/api/v1/requests/{created['id']}/verify", headers=auth)
-        context = app.extensions["dsr"]
-        DsrSimpleWorker([context.queue], connection=context.queue.connection, runtime=context.runtime).work(
-            burst=True, logging_level="ERROR")
-        url = client.get(f"/api/v1/requests/{created['id']}/artifacts", headers=auth).get_json()[0]["download_url"]
-        path = url.replace("http://localhost", "")
-        assert [client.get(path).status_code for _ in range(3)] == [200, 200, 410]
-    finally:
-        if settings.redis_url:
-            purge_queue(app.extensions["dsr"].queue)
-        app.extensions["dsr"].runtime.close()
+def test_a_download_link_works_only_so_often(make_app):
+    app = make_app(download_limit=2)
+    client, auth = app.test_client(), dpo_auth(app)
+    created = submit(client)
+    client.post(f"/api/v1/requests/{created['id']}/verify", headers=auth)
+    work_off(app)
+    url = client.get(f"/api/v1/requests/{created['id']}/artifacts", headers=auth).get_json()[0]["download_url"]
+    path = url.replace("http://localhost", "")
+    assert [client.get(path).status_code for _ in range(3)] == [200, 200, 410]
 
 
 def test_exports_are_encrypted_at_rest_and_a_changed_file_is_never_served(client, auth, run_jobs, app):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dsr import runtime as runtimes
 from dsr.cli import main
-from dsr.db import make_engine, make_session_factory
 from dsr.domain import audit
 from dsr.domain.audit import GENESIS, HEAD_ID, ChainReport, event_hash, verify_chain
 from dsr.models import AuditEvent, AuditHead
@@ -29,18 +28,6 @@ from tests.helpers import submit
 
 EVENTS = 6
 events_table = AuditEvent.__table__
-
-
-@pytest.fixture
-def engine(backend, clean_db) -> Iterator[Engine]:  # type: ignore[no-untyped-def]
-    engine = make_engine(backend.database_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def sessions(engine: Engine) -> sessionmaker[Session]:
-    return make_session_factory(engine)
 
 
 @pytest.fixture

@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
 import pytest
 
-from dsr.queue import purge_queue
-from dsr.web.app import create_app
 from tests.helpers import submit
 
 
 @pytest.fixture
-def live_app(settings):
-    app = create_app(replace(settings, embedded_worker=True), start_worker=True)
-    yield app
-    context = app.extensions["dsr"]
-    context.worker.stop()
-    context.sweeper.stop()
-    if settings.redis_url:
-        purge_queue(context.queue)
-    context.runtime.close()
+def live_app(make_app):
+    return make_app(embedded_worker=True, start_worker=True)
 
 
 def _wait_for(client, request_id, headers, timeout=30.0):

@@ -4,7 +4,6 @@ stores' results are kept; the DPO re-runs that store alone once it is back."""
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,13 +12,11 @@ import yaml
 from dsr.config import DEFAULT_DATAMAP
 from dsr.db import make_engine
 from dsr.demo import portal
-from dsr.queue import purge_queue
-from dsr.web.app import create_app
-from tests.helpers import read_zip, submit, without_processor
+from tests.helpers import dpo_auth, read_zip, submit, without_processor
 
 
 @pytest.fixture
-def two_store_app(settings, tmp_path, monkeypatch):
+def two_store_app(make_app, tmp_path, monkeypatch):
     """The default map plus a second SQL store (an archive copy of the portal DB) on a SQLite file."""
     archive = tmp_path / "archive.sqlite"
     engine = make_engine(f"sqlite:///{archive}")
@@ -34,13 +31,9 @@ def two_store_app(settings, tmp_path, monkeypatch):
     path = tmp_path / "datamap.yaml"
     path.write_text(yaml.safe_dump(raw, allow_unicode=True))
     monkeypatch.setenv("DSR_ARCHIVE_URL", f"sqlite:///{archive}")
-    app = create_app(replace(settings, datamap_path=path, retry_intervals=(0, 0)))
+    app = make_app(datamap_path=path, retry_intervals=(0, 0))
     app.extensions["archive"] = archive
-    yield app
-    context = app.extensions["dsr"]
-    if settings.redis_url:
-        purge_queue(context.queue)
-    context.runtime.close()
+    return app
 
 
 def _worker(app):
@@ -53,12 +46,7 @@ def _worker(app):
 def test_a_store_that_dies_mid_request_is_retried_failed_and_rerun(two_store_app, tmp_path):
     app = two_store_app
     client = app.test_client()
-    from dsr.domain.accounts import create_api_token
-    from dsr.models import Role
-
-    with app.extensions["dsr"].runtime.sessions.begin() as session:
-        _row, token = create_api_token(session, name="t", role=Role.DPO)
-    auth = {"Authorization": f"Bearer {token}"}
+    auth = dpo_auth(app)
     archive: Path = app.extensions["archive"]
 
     created = submit(client)

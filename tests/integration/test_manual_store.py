@@ -5,14 +5,11 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
-from dataclasses import replace
 
 import pytest
 import yaml
 
-from dsr.queue import purge_queue
-from dsr.web.app import create_app
-from tests.helpers import submit
+from tests.helpers import dpo_auth, submit, work_off
 
 ARCHIVE = {
     "connector": "manual",
@@ -28,37 +25,19 @@ ARCHIVE = {
 
 
 @pytest.fixture
-def manual_app(settings, test_datamap, tmp_path):
+def manual_app(make_app, test_datamap, tmp_path):
     raw = yaml.safe_load(test_datamap.read_text(encoding="utf-8"))
     raw["stores"]["paper_archive"] = ARCHIVE
     path = tmp_path / "datamap.yaml"
     path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
-    app = create_app(replace(settings, datamap_path=path))
-    yield app
-    if settings.redis_url:
-        purge_queue(app.extensions["dsr"].queue)
-    app.extensions["dsr"].runtime.close()
-
-
-def _run(app):  # type: ignore[no-untyped-def]
-    from dsr.queue import DsrSimpleWorker
-
-    context = app.extensions["dsr"]
-    DsrSimpleWorker([context.queue], connection=context.queue.connection, runtime=context.runtime).work(
-        burst=True, logging_level="ERROR")
+    return make_app(datamap_path=path)
 
 
 def test_a_manual_task_waits_and_is_completed_by_hand_with_evidence(manual_app):
-    from dsr.domain.accounts import create_api_token
-    from dsr.models import Role
-
-    app, client = manual_app, manual_app.test_client()
-    with app.extensions["dsr"].runtime.sessions.begin() as session:
-        _row, token = create_api_token(session, name="t", role=Role.DPO)
-    auth = {"Authorization": f"Bearer {token}"}
+    app, client, auth = manual_app, manual_app.test_client(), dpo_auth(manual_app)
     created = submit(client)
     client.post(f"/api/v1/requests/{created['id']}/verify", headers=auth)
-    _run(app)
+    work_off(app)
 
     detail = client.get(f"/api/v1/requests/{created['id']}", headers=auth).get_json()
     tasks = {t["store"]: t for t in detail["tasks"]}
@@ -81,7 +60,7 @@ def test_a_manual_task_waits_and_is_completed_by_hand_with_evidence(manual_app):
     assert done.get_json()["status"] == "done"
     again = client.post(path, data={"note": "again"}, headers=auth, content_type="multipart/form-data")
     assert again.status_code == 409
-    _run(app)
+    work_off(app)
 
     detail = client.get(f"/api/v1/requests/{created['id']}", headers=auth).get_json()
     assert detail["status"] == "completed"

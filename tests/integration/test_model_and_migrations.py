@@ -20,7 +20,6 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import StatementError
-from sqlalchemy.orm import Session, sessionmaker
 
 from dsr import runtime as runtimes
 from dsr.db import make_engine, make_session_factory
@@ -39,18 +38,6 @@ DETAILS = {
     "nested": {"ä": {"ö": ["ü", "ß", 1, 2.5, True, None]}, "empty": {}, "list": [{"a": "Ä"}, []]},
     "emoji": "🙂",
 }
-
-
-@pytest.fixture
-def engine(backend, clean_db) -> Iterator[Engine]:  # type: ignore[no-untyped-def]
-    engine = make_engine(backend.database_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def sessions(engine: Engine) -> sessionmaker[Session]:
-    return make_session_factory(engine)
 
 
 def _differences(engine: Engine) -> list[object]:

@@ -2,34 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
-from dsr.queue import purge_queue
 from dsr.stores.sql import SqlConnector
-from dsr.web.app import create_app
-from tests.helpers import read_zip, submit
+from tests.helpers import dpo_auth, read_zip, submit, work_off
 
 
 @pytest.fixture
-def retrying_app(settings):
-    app = create_app(replace(settings, retry_intervals=(0,)))
-    yield app
-    if settings.redis_url:
-        purge_queue(app.extensions["dsr"].queue)
-    app.extensions["dsr"].runtime.close()
+def retrying_app(make_app):
+    return make_app(retry_intervals=(0,))
 
 
 def test_a_retried_sql_collection_resumes_after_the_tables_already_exported(retrying_app, monkeypatch):
-    from dsr.domain.accounts import create_api_token
-    from dsr.models import Role
-    from dsr.queue import DsrSimpleWorker
-
-    app, client = retrying_app, retrying_app.test_client()
-    with app.extensions["dsr"].runtime.sessions.begin() as session:
-        _row, token = create_api_token(session, name="t", role=Role.DPO)
-    auth = {"Authorization": f"Bearer {token}"}
+    app, client, auth = retrying_app, retrying_app.test_client(), dpo_auth(retrying_app)
 
     read: list[str] = []
     real_stream, real_copy = SqlConnector._stream, SqlConnector._copy
@@ -46,9 +31,7 @@ def test_a_retried_sql_collection_resumes_after_the_tables_already_exported(retr
     monkeypatch.setattr(SqlConnector, "_copy", flaky(real_copy))
     created = submit(client)
     client.post(f"/api/v1/requests/{created['id']}/verify", headers=auth)
-    context = app.extensions["dsr"]
-    DsrSimpleWorker([context.queue], connection=context.queue.connection, runtime=context.runtime).work(
-        burst=True, logging_level="CRITICAL")
+    work_off(app, logging_level="CRITICAL")
 
     detail = client.get(f"/api/v1/requests/{created['id']}", headers=auth).get_json()
     assert detail["status"] == "completed", detail
