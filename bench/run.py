@@ -48,6 +48,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--other-rows", type=int, default=1000, help="usage records of every other account (default 1000)")
     p.add_argument("--pg-url", default=env("BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"),
                    help="any database of the PostgreSQL server; dsr_bench and dsr_bench_meta are created beside it")
+    p.add_argument("--db-name", default=env("BENCH_DB_NAME", "dsr_bench"),
+                   help="the store database's name (the metadata database gets _meta appended); "
+                        "distinct names let two runs share a server (default dsr_bench)")
     p.add_argument("--redis-url", default=env("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"))
     p.add_argument("--timeout", type=float, default=600.0, help="seconds one run of a case may take")
     p.add_argument("--budget", type=float, default=840.0,
@@ -78,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     data.require_loopback(args.pg_url, "PostgreSQL")
     data.require_loopback(args.redis_url.replace("redis://", "postgresql://", 1), "Redis")
     started = time.monotonic()
-    dbs = data.Databases(args.pg_url)
+    dbs = data.Databases(args.pg_url, args.db_name, f"{args.db_name}_meta")
     scratch = Path(tempfile.mkdtemp(prefix="dsr-bench-"))
     queue = f"dsr-bench-{uuid.uuid4().hex[:8]}"
     info = {"machine": report.machine(), "versions": report.versions(dbs.server_version(), _redis_version(args))}
