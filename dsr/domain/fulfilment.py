@@ -160,9 +160,10 @@ class _Progress:
 
 
 def _move_unit(source: Path, target: Path, unit: str) -> bool:
-    """Move a finished unit's output (``<unit>.csv`` and a ``<unit>/`` folder of files) between attempts."""
+    """Move a finished unit's output (``<unit>.csv``, its ``<unit>.json`` twin and a ``<unit>/`` folder of
+    files) between attempts."""
     moved = False
-    for name in (f"{unit}.csv", unit):
+    for name in (f"{unit}.csv", f"{unit}.json", unit):
         if (source / name).exists():
             target.mkdir(parents=True, exist_ok=True)
             shutil.move(str(source / name), str(target / name))

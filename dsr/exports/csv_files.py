@@ -48,17 +48,23 @@ def cell(value: Any) -> Any:
 
 
 class CsvTableWriter:
-    def __init__(self, path: Path, columns: Sequence[str]) -> None:
+    """``<table>.csv`` from rows, batch by batch; with ``json``, its JSON twin in the same pass."""
+
+    def __init__(self, path: Path, columns: Sequence[str], json: Path | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         # utf-8-sig: the BOM makes spreadsheet software read the file as UTF-8 (umlauts intact).
         self._file: IO[str] = path.open("w", encoding="utf-8-sig", newline="")
         self._buffer = io.StringIO()
         self._writer = csv.writer(self._buffer, lineterminator="\n")  # as PostgreSQL's COPY writes it
         self._writer.writerow(columns)
+        self._twin = _twin(json)
         self._flush()
 
     def _flush(self) -> None:
-        self._file.write(self._buffer.getvalue())
+        text = self._buffer.getvalue()
+        self._file.write(text)
+        if self._twin is not None:
+            self._twin.feed(text.encode("utf-8"))  # from the CSV's own text: both files say the same
         self._buffer.seek(0)
         self._buffer.truncate()
 
@@ -75,6 +81,14 @@ class CsvTableWriter:
 
     def close(self) -> None:
         self._file.close()
+        if self._twin is not None:
+            self._twin.close()
+
+
+def _twin(path: Path | None) -> Any:
+    from dsr.exports.json_files import JsonTwin  # it reads CSV cells with this module's rules
+
+    return JsonTwin(path) if path is not None else None
 
 
 def _quoted(value: Any) -> str:
@@ -85,20 +99,28 @@ def _quoted(value: Any) -> str:
 
 
 class CsvStream:
-    def __init__(self, path: Path) -> None:
+    """CSV bytes the store formats itself, header line first; with ``json``, its JSON twin."""
+
+    def __init__(self, path: Path, json: Path | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = path.open("wb")
         self._file.write("\ufeff".encode())  # the same BOM as the row-by-row writer
+        self._twin = _twin(json)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._file.write(data)
+        if self._twin is not None:
+            self._twin.feed(data)
 
     def close(self, rows: int = 0) -> None:
         self._file.close()
+        if self._twin is not None:
+            self._twin.close()
 
 
 class CsvDirectorySink:
-    """``<directory>/<table>.csv`` for each table a connector opens; files under ``<directory>/<table>/``."""
+    """``<directory>/<table>.csv`` and its JSON twin ``<table>.json`` for each table a connector opens;
+    files under ``<directory>/<table>/``."""
 
     accepts_raw_csv = True  # see open_csv
 
@@ -106,11 +128,11 @@ class CsvDirectorySink:
         self.directory = directory
 
     def open_table(self, name: str, columns: Sequence[str]) -> CsvTableWriter:
-        return CsvTableWriter(self.directory / f"{_safe(name)}.csv", columns)
+        return CsvTableWriter(self.directory / f"{_safe(name)}.csv", columns, self.directory / f"{_safe(name)}.json")
 
     def open_csv(self, name: str) -> CsvStream:
         """A raw byte stream for CSV that the store formats itself (PostgreSQL COPY), header included."""
-        return CsvStream(self.directory / f"{_safe(name)}.csv")
+        return CsvStream(self.directory / f"{_safe(name)}.csv", self.directory / f"{_safe(name)}.json")
 
     def add_file(self, table: str, name: str, content: BinaryIO) -> None:
         target = self.directory / _safe(table) / _safe(name)

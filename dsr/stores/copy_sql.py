@@ -8,8 +8,11 @@ moves bytes. Both paths produce the same CSV for the same rows (tests compare th
 
 from __future__ import annotations
 
+import select
 from typing import Any
 
+import psycopg
+from psycopg import pq
 from sqlalchemy import Boolean, Date, DateTime, Enum, String, Table, Text, case, cast, func, literal, null, or_, true
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -127,17 +130,37 @@ def copy_to(conn: Any, stmt: Any, stream: Any) -> int:
     compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
     sql = f"COPY ({compiled}) TO STDOUT (FORMAT csv, HEADER)"
     raw = conn.connection.driver_connection  # psycopg.Connection
-    buffer = bytearray()
     with raw.cursor() as cursor:
         # Times and dates as ISO 8601 whatever the server's defaults are (the expressions rely on it).
         cursor.execute("SET DateStyle TO 'ISO, YMD'")
         cursor.execute("SET IntervalStyle TO 'iso_8601'")
-        with cursor.copy(sql, compiled.params) as copy:
-            for chunk in copy:  # one row each: gather them, so the stream is called per megabyte
-                buffer += chunk
-                if len(buffer) >= _COPY_BUFFER:
-                    stream.write(buffer)
-                    buffer.clear()
-        if buffer:
-            stream.write(buffer)
-        return int(cursor.rowcount)
+        with cursor.copy(sql, compiled.params):
+            return _drain(raw.pgconn, stream)
+
+
+def _drain(pgconn: Any, stream: Any) -> int:
+    """The rows of a COPY TO that psycopg started, straight from libpq: a row is one call, where
+    psycopg's own ``Copy.read`` goes through a generator per row (half of the client's time)."""
+    get, buffer = pgconn.get_copy_data, bytearray()
+    while True:
+        size, data = get(1)  # 1: do not block, so the wait below can be interrupted
+        if size > 0:
+            buffer += data  # gathered, so the stream is called per megabyte, not per row
+            if len(buffer) >= _COPY_BUFFER:
+                stream.write(buffer)
+                buffer.clear()
+        elif size == 0:
+            select.select([pgconn.socket], [], [])
+            pgconn.consume_input()
+        else:
+            break
+    if buffer:
+        stream.write(buffer)
+    results = []
+    while (result := pgconn.get_result()) is not None:
+        results.append(result)
+    if size == -2 or not results or results[-1].status != pq.ExecStatus.COMMAND_OK:
+        if results:
+            raise psycopg.errors.error_from_result(results[-1], encoding=pgconn._encoding)
+        raise psycopg.OperationalError(pgconn.get_error_message().decode(errors="replace"))
+    return int(results[-1].command_tuples or 0)

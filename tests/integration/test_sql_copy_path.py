@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -67,7 +68,9 @@ def test_copy_and_row_by_row_write_identical_files(store_db, tmp_path, monkeypat
         connector.close()
         assert result.found["call_records"] == 20
         outputs[mode], summaries[mode] = folder, sink.summary()
-    for file in sorted(outputs["copy"].glob("*.csv")):
+    files = sorted(outputs["copy"].glob("*.csv")) + sorted(outputs["copy"].glob("*.json"))
+    assert len(files) == 2 * len(list(outputs["copy"].glob("*.csv")))  # each CSV with its JSON twin
+    for file in files:
         assert file.read_bytes() == (outputs["rows"] / file.name).read_bytes(), file.name
     assert summaries["copy"] == summaries["rows"]
     invoices = (outputs["copy"] / "invoices.csv").read_bytes()
@@ -79,3 +82,9 @@ def test_copy_and_row_by_row_write_identical_files(store_db, tmp_path, monkeypat
     inbound = [line.split(",") for line in calls[1:] if ",inbound," in line]
     assert inbound and all(f[3].endswith("xxx") or f[3] == "withheld" for f in inbound)  # the caller's number
     assert "password_hash" not in (outputs["copy"] / "accounts.csv").read_text(encoding="utf-8-sig")
+    twin = json.loads((outputs["copy"] / "support_tickets.json").read_text(encoding="utf-8"))
+    ticket = dict(zip(twin["columns"], twin["rows"][0], strict=True))
+    assert ticket["subject"] == '=HYPERLINK("http://x")'  # as stored: JSON is no spreadsheet
+    assert ticket["body"] == '-1 "quoted", line\nbreak ÄÖÜß'
+    bill = json.loads((outputs["copy"] / "invoices.json").read_text(encoding="utf-8"))
+    assert dict(zip(bill["columns"], bill["rows"][0], strict=True))["billed_address"] == "Musterweg 1\r50667 Köln"

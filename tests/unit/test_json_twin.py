@@ -1,0 +1,65 @@
+"""The JSON twin of a CSV file: written in the same pass, the same rows, whatever the values."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+
+from dsr.exports.csv_files import CsvStream, CsvTableWriter, unguarded
+from dsr.exports.json_files import JsonTwin, csv_to_json, records
+
+AWKWARD = ["", "a", "=1+2", "-x", "'=x", "@x", "+49", "a,b", 'q"q', "line\nbreak", "cr\rx", "\ttab", "ü €",
+           "back\\slash", "\x01ctl", None, "'", "\u2028", '""']
+
+
+def _rows_of_csv(data: bytes) -> list[list[str | None]]:
+    reader = csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""))
+    return [[unguarded(v) if v != "" else None for v in row] for row in reader]
+
+
+def test_twin_holds_the_csv_rows_as_arrays(tmp_path):
+    rng = random.Random(7)
+    writer = CsvTableWriter(tmp_path / "t.csv", ["id", "v", "w"], tmp_path / "t.json")
+    rows = [[i, rng.choice(AWKWARD), rng.choice(AWKWARD)] for i in range(5000)]
+    rows += [[i, "plain", "value"] for i in range(5000, 9000)]  # blocks that need no escaping at all
+    for start in range(0, len(rows), 333):
+        writer.write(rows[start:start + 333])
+    writer.close()
+    expected = _rows_of_csv((tmp_path / "t.csv").read_bytes())
+    doc = json.loads((tmp_path / "t.json").read_text(encoding="utf-8"))
+    assert doc["columns"] == ["id", "v", "w"]
+    assert doc["rows"] == expected[1:]
+    assert doc["rows"][0][0] == "0" and doc["rows"][-1] == ["8999", "plain", "value"]
+    assert next(records(doc)) == dict(zip(["id", "v", "w"], expected[1], strict=True))
+    # A formula guard is the CSV's business: the JSON holds the value as stored.
+    assert any(r[1] == "=1+2" for r in doc["rows"]) and not any(r[1] == "'=1+2" for r in doc["rows"])
+
+
+def test_twin_is_the_same_however_the_bytes_arrive(tmp_path):
+    rng = random.Random(11)
+    writer = CsvTableWriter(tmp_path / "t.csv", ["a", "b"], tmp_path / "t.json")
+    writer.write([[rng.choice(AWKWARD), rng.choice(AWKWARD)] for _ in range(3000)])
+    writer.close()
+    data = (tmp_path / "t.csv").read_bytes()
+    stream = CsvStream(tmp_path / "s.csv", tmp_path / "s.json")  # as PostgreSQL's COPY hands it over
+    position = 3  # after the BOM, which the stream writes itself
+    while position < len(data):
+        size = rng.randint(1, 4000)
+        stream.write(data[position:position + size])
+        position += size
+    stream.close()
+    assert (tmp_path / "s.json").read_bytes() == (tmp_path / "t.json").read_bytes()
+    csv_to_json(tmp_path / "t.csv", tmp_path / "again.json")  # from a finished file
+    assert (tmp_path / "again.json").read_bytes() == (tmp_path / "t.json").read_bytes()
+
+
+def test_empty_table_and_last_row_without_line_end(tmp_path):
+    CsvTableWriter(tmp_path / "e.csv", ["id"], tmp_path / "e.json").close()
+    assert json.loads((tmp_path / "e.json").read_bytes()) == {"columns": ["id"], "rows": []}
+    twin = JsonTwin(tmp_path / "n.json")
+    twin.feed(b"id,name\n1,x\n2,")
+    twin.close()
+    assert json.loads((tmp_path / "n.json").read_bytes()) == {"columns": ["id", "name"],
+                                                              "rows": [["1", "x"], ["2", None]]}
