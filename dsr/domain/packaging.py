@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import json
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 from dsr.datamap import DataMap
 from dsr.exports.json_files import add_json, dictionary, schemas
-from dsr.exports.package import PackedFile, build_zip
-from dsr.exports.sealed import seal
+from dsr.exports.package import PackageWriter, PackedFile
+from dsr.exports.sealed import SealingWriter
 from dsr.models import Request, RequestType, Task
 
 
@@ -33,27 +34,47 @@ class Storage:
 
 def build_package(request: Request, tasks: list[Task], datamap: DataMap, storage: Storage,
                   now: datetime, seal_key: bytes) -> PackedFile:
-    """Build the ZIP, then seal it: what stays on disk is encrypted; size and SHA-256 are the ZIP's,
-    which the subject can check after download."""
-    plain = _build_zip(request, tasks, datamap, storage, now)
-    sealed = storage.package_path(request.id, f"{request.reference}.zip.sealed")
-    seal(plain.path, sealed, seal_key)
-    plain.path.unlink()
-    return PackedFile(sealed, plain.size, plain.sha256)
+    """Build the ZIP and seal it as it is written: what reaches the disk is encrypted; size and
+    SHA-256 are the ZIP's, which the subject can check after download.
 
-
-def _build_zip(request: Request, tasks: list[Task], datamap: DataMap, storage: Storage,
-               now: datetime) -> PackedFile:
+    The data files are packed (deflate releases the GIL) while the report is rendered, which needs
+    only the first rows and the counts: on two cores the two overlap."""
     work = storage.request_work_dir(request.id)
     sources = {t.store: storage.root / t.checkpoint["output"] for t in tasks if t.checkpoint}
-    # Machine-readable twins and their documentation (Art. 20; AC-05: codes and fields explained).
     for folder in sources.values():
-        add_json(folder)
-    from dsr.exports.report import build_report, report_data  # WeasyPrint: only where a package is built
-
+        add_json(folder)  # only for a CSV written without its twin (the sink writes both)
     docs = work / "documentation"
     _write_documentation(docs, dictionary(datamap, sources))
-    report = build_report(report_data(
+    sealed = SealingWriter(storage.package_path(request.id, f"{request.reference}.zip.sealed"), seal_key)
+    try:
+        package = PackageWriter(cast(IO[bytes], sealed))
+        with ThreadPoolExecutor(1, thread_name_prefix="dsr-pack") as pool:
+            packing = pool.submit(_pack_data, package, sources)
+            try:
+                report = _report(request, tasks, datamap, sources, now, work / "report" / "report.pdf")
+            finally:
+                packing.result()  # waits; raises what packing raised
+        # "" puts the report at the top of the package, where a person opening it looks first.
+        package.add_folder("", report.path.parent)
+        package.add_folder("documentation", docs)
+        package.finish(_manifest(request, tasks, datamap, now, report.pages))
+    except BaseException:
+        sealed.discard()
+        raise
+    sealed.close()
+    return PackedFile(sealed.target, sealed.size, sealed.sha256)
+
+
+def _pack_data(package: PackageWriter, sources: dict[str, Path]) -> None:
+    for store, folder in sorted(sources.items()):
+        package.add_folder(store, folder)
+
+
+def _report(request: Request, tasks: list[Task], datamap: DataMap, sources: dict[str, Path], now: datetime,
+            out: Path) -> Any:
+    from dsr.exports.report import build_report, report_data  # WeasyPrint: only where a package is built
+
+    return build_report(report_data(
         datamap,
         {"reference": request.reference, "type": request.type, "received_at": request.received_at,
          "legal_end": request.legal_end, "answered_at": now},
@@ -61,11 +82,14 @@ def _build_zip(request: Request, tasks: list[Task], datamap: DataMap, storage: S
         sources,
         request.locale,
         formats=("csv", "json"),
-    ), work / "report" / "report.pdf")
+    ), out)
+
+
+def _manifest(request: Request, tasks: list[Task], datamap: DataMap, now: datetime, pages: int) -> dict[str, Any]:
     manifest: dict[str, Any] = {
         "reference": request.reference, "type": request.type, "received_at": request.received_at.isoformat(),
         "produced_at": now.isoformat(), "datamap_version": datamap.version, "locale": request.locale,
-        "report": {"file": "report.pdf", "pages": report.pages},
+        "report": {"file": "report.pdf", "pages": pages},
         "stores": {t.store: t.counts.get("found", {}) for t in tasks},
     }
     if request.type == RequestType.PORTABILITY:
@@ -73,9 +97,7 @@ def _build_zip(request: Request, tasks: list[Task], datamap: DataMap, storage: S
         manifest["scope"] = "portability (Art. 20 GDPR): only categories the data map marks portable"
         manifest["left_out"] = {t.store: t.counts["out_of_scope"] for t in tasks if t.counts.get("out_of_scope")}
         manifest["left_out_categories"] = sorted(cid for cid, c in datamap.categories.items() if not c.portable)
-    # "" puts the report at the top of the package, where a person opening it looks first.
-    folders = {**sources, "documentation": docs, "": report.path.parent}
-    return build_zip(folders, storage.request_work_dir(request.id) / f"{request.reference}.zip", manifest)
+    return manifest
 
 
 def _write_documentation(docs: Path, data_dictionary: dict[str, Any]) -> None:

@@ -9,9 +9,16 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 CHUNK = 1024 * 1024
+# Deflate level 1: about three times as fast as the default 6 on CSV and JSON, for files about a
+# quarter larger. The package is built for every request; it is downloaded a few times at most.
+LEVEL = 1
+# Already compressed: deflating them again costs time and gains nothing.
+STORED_SUFFIXES = frozenset({".mp3", ".m4a", ".aac", ".ogg", ".opus", ".flac", ".mp4", ".mov", ".webm",
+                             ".jpg", ".jpeg", ".png", ".gif", ".webp", ".heic", ".zip", ".gz", ".bz2", ".xz",
+                             ".zst", ".7z", ".docx", ".xlsx", ".pptx", ".odt"})
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,32 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+class PackageWriter:
+    """A ZIP written front to back into ``out`` (a file, or a ``SealingWriter`` that encrypts as it
+    goes): folders of files, then ``manifest.json`` listing each file's size and SHA-256.
+
+    ``out`` need not be seekable: sizes and CRCs then follow each file (ZIP data descriptors), so
+    the package is written in one pass and never read back."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self._archive = zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=LEVEL)
+        self._entries: list[tuple[tuple[str, str], dict[str, Any]]] = []
+
+    def add_folder(self, prefix: str, source: Path) -> None:
+        """Every file under ``source``, under ``prefix/`` in the package ("" for the top level)."""
+        for file in sorted(p for p in source.rglob("*") if p.is_file()):
+            relative = file.relative_to(source).as_posix()
+            entry = _add(self._archive, file, f"{prefix}/{relative}" if prefix else relative)
+            self._entries.append(((prefix, relative), entry))
+
+    def finish(self, manifest: dict[str, Any]) -> None:
+        # Listed folder by folder, as the folders sort, whatever order they were packed in.
+        files = [entry for _key, entry in sorted(self._entries, key=lambda e: e[0])]
+        self._archive.writestr("manifest.json", json.dumps({**manifest, "files": files}, indent=2,
+                                                           ensure_ascii=False))
+        self._archive.close()
+
+
 def build_zip(sources: Mapping[str, Path], target: Path, manifest: dict[str, Any]) -> PackedFile:
     """Pack every file under each source folder into ``target`` under the folder's name (streamed),
     plus ``manifest.json`` listing each file's size and SHA-256.
@@ -38,15 +71,13 @@ def build_zip(sources: Mapping[str, Path], target: Path, manifest: dict[str, Any
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(target.suffix + ".partial")
-    entries = []
-    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
+    with partial.open("wb") as out:
+        writer = PackageWriter(out)
         for prefix, source in sorted(sources.items()):
-            for file in sorted(p for p in source.rglob("*") if p.is_file()):
-                relative = file.relative_to(source).as_posix()
-                entries.append(_add(archive, file, f"{prefix}/{relative}" if prefix else relative))
-        archive.writestr("manifest.json", json.dumps({**manifest, "files": entries}, indent=2, ensure_ascii=False))
-    with partial.open("rb") as f:
-        os.fsync(f.fileno())
+            writer.add_folder(prefix, source)
+        writer.finish(manifest)
+        out.flush()
+        os.fsync(out.fileno())
     partial.replace(target)
     return PackedFile(target, target.stat().st_size, sha256_file(target))
 
@@ -54,9 +85,15 @@ def build_zip(sources: Mapping[str, Path], target: Path, manifest: dict[str, Any
 def _add(archive: zipfile.ZipFile, file: Path, name: str) -> dict[str, Any]:
     digest = hashlib.sha256()
     info = zipfile.ZipInfo.from_file(file, name)  # keeps the file's time instead of 1980-01-01
-    info.compress_type = zipfile.ZIP_DEFLATED
+    if file.suffix.lower() in STORED_SUFFIXES:
+        info.compress_type = zipfile.ZIP_STORED
+    else:
+        info.compress_type = zipfile.ZIP_DEFLATED
+        setattr(info, "_compresslevel", LEVEL)  # noqa: B010  (ZipFile.write sets it; open() needs it given)
+    size = 0
     with file.open("rb") as src, archive.open(info, "w", force_zip64=True) as dst:
         while chunk := src.read(CHUNK):
             digest.update(chunk)
             dst.write(chunk)
-    return {"path": name, "size": file.stat().st_size, "sha256": digest.hexdigest()}
+            size += len(chunk)
+    return {"path": name, "size": size, "sha256": digest.hexdigest()}

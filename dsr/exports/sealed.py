@@ -8,6 +8,7 @@ chunk is verified before its plaintext is handed on, so a download never sends u
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 from collections.abc import Iterator
@@ -37,24 +38,68 @@ def _nonce(prefix: bytes, index: int) -> bytes:
     return prefix + struct.pack(">I", index)
 
 
+class SealingWriter:
+    """A file-like sink that seals what is written into ``target`` as it comes (one pass, no plaintext
+    on disk), and tells the plaintext's size and SHA-256. ``close()`` seals the last chunk, fsyncs
+    and renames the file from its temporary name; ``discard()`` removes it instead."""
+
+    def __init__(self, target: Path, key: bytes) -> None:
+        self._aead, self._prefix = AESGCM(key), os.urandom(8)
+        self.target = target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self._partial = target.with_name(target.name + ".partial")
+        self._out = self._partial.open("wb")
+        self._out.write(MAGIC + self._prefix)
+        self._buffer = bytearray()
+        self._index = 0
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._digest.update(data)
+        self.size += len(data)
+        self._buffer += data
+        while len(self._buffer) > CHUNK:  # a chunk is sealed once it is known not to be the last
+            self._seal(bytes(self._buffer[:CHUNK]), _MORE)
+            del self._buffer[:CHUNK]
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def _seal(self, chunk: bytes, flag: bytes) -> None:
+        sealed = self._aead.encrypt(_nonce(self._prefix, self._index), chunk, flag)
+        self._out.write(struct.pack(">I", len(sealed)) + sealed)
+        self._index += 1
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+    def close(self) -> None:
+        self._seal(bytes(self._buffer), _LAST)
+        self._buffer.clear()
+        self._out.flush()
+        os.fsync(self._out.fileno())
+        self._out.close()
+        self._partial.replace(self.target)
+
+    def discard(self) -> None:
+        self._out.close()
+        self._partial.unlink(missing_ok=True)
+
+
 def seal(source: Path, target: Path, key: bytes) -> None:
     """Encrypt ``source`` into ``target`` (written under a temporary name, then renamed)."""
-    aead, prefix = AESGCM(key), os.urandom(8)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    with source.open("rb") as src, partial.open("wb") as out:
-        out.write(MAGIC + prefix)
-        chunk, index = src.read(CHUNK), 0
-        while True:
-            following = src.read(CHUNK)
-            sealed = aead.encrypt(_nonce(prefix, index), chunk, _MORE if following else _LAST)
-            out.write(struct.pack(">I", len(sealed)) + sealed)
-            if not following:
-                break
-            chunk, index = following, index + 1
-        out.flush()
-        os.fsync(out.fileno())
-    partial.replace(target)
+    writer = SealingWriter(target, key)
+    try:
+        with source.open("rb") as src:
+            while chunk := src.read(CHUNK):
+                writer.write(chunk)
+    except BaseException:
+        writer.discard()
+        raise
+    writer.close()
 
 
 def unseal(path: Path, key: bytes) -> Iterator[bytes]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import pytest
 
-from dsr.exports.sealed import CHUNK, MAGIC, SealBroken, seal, storage_key, unseal
+from dsr.exports.sealed import CHUNK, MAGIC, SealBroken, SealingWriter, seal, storage_key, unseal
 
 KEY = storage_key("a test secret of enough length for the app " * 2)
 
@@ -59,3 +60,28 @@ def test_another_key_or_a_foreign_file_is_refused(tmp_path):
     (tmp_path / "zip").write_bytes(b"PK\x03\x04 not sealed")
     with pytest.raises(SealBroken, match="not a sealed"):
         list(unseal(tmp_path / "zip", KEY))
+
+
+@pytest.mark.parametrize("size", [0, CHUNK, 2 * CHUNK + 5])
+def test_sealing_writer_seals_a_stream_in_pieces_and_knows_its_hash(tmp_path, size):
+    data = os.urandom(size)
+    writer = SealingWriter(tmp_path / "sealed", KEY)
+    position, piece = 0, 1
+    while position < size:  # pieces of every size, some larger than a chunk
+        writer.write(data[position:position + piece])
+        position, piece = position + piece, piece * 3 + 1
+    assert not (tmp_path / "sealed").exists()  # under its temporary name until closed
+    writer.close()
+    assert b"".join(unseal(tmp_path / "sealed", KEY)) == data
+    assert (writer.size, writer.sha256) == (size, hashlib.sha256(data).hexdigest())
+    # The same layout as sealing a finished file: one chunk more for an exact multiple, none less.
+    (tmp_path / "plain").write_bytes(data)
+    seal(tmp_path / "plain", tmp_path / "again", KEY)
+    assert (tmp_path / "again").stat().st_size == (tmp_path / "sealed").stat().st_size
+
+
+def test_a_discarded_writer_leaves_nothing(tmp_path):
+    writer = SealingWriter(tmp_path / "sealed", KEY)
+    writer.write(b"half a package")
+    writer.discard()
+    assert list(tmp_path.iterdir()) == []
