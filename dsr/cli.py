@@ -235,8 +235,12 @@ def worker(burst: bool, simple: bool) -> None:
     connection = connect(settings)
     queue = make_queue(settings, connection)
     rt = runtimes.build(settings, RqDispatcher(queue, settings.retry_intervals))
-    cls = DsrSimpleWorker if simple else DsrWorker
-    cls([queue], connection=connection, runtime=rt).work(burst=burst, with_scheduler=True)
+    if simple:
+        DsrSimpleWorker([queue], connection=connection, runtime=rt).work(burst=burst, with_scheduler=True)
+        return
+    forking = DsrWorker([queue], connection=connection, runtime=rt)
+    forking.preload()  # once, before the first fork: each work horse starts with it loaded
+    forking.work(burst=burst, with_scheduler=True)
 
 
 @main.command()

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -82,11 +84,56 @@ class _BindsRuntime:
 
 
 class DsrWorker(_BindsRuntime, Worker):
-    """Production worker: forks a work horse per job (memory released, hard timeouts)."""
+    """Production worker: forks a work horse per job (memory released, hard timeouts).
+
+    What every job needs is loaded once, here, before the first fork (``preload``): the job modules,
+    WeasyPrint with its fonts, the stores' reflected tables. A work horse starts with all of it.
+    The tables are reflected again before a job once they are older than ``REFLECT_SECONDS``, so a
+    store's changed schema is seen without a restart."""
+
+    REFLECT_SECONDS = 60.0
 
     def __init__(self, *args: Any, runtime: runtimes.Runtime, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.runtime = runtime
+        self._warmed = 0.0
+
+    def preload(self) -> None:
+        preload(self.runtime)
+        self._warmed = time.monotonic()
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        if self._warmed and time.monotonic() - self._warmed > self.REFLECT_SECONDS:
+            warm_connectors(self.runtime, fresh=True)
+            self._warmed = time.monotonic()
+        super().execute_job(job, queue)
+
+
+def preload(runtime: runtimes.Runtime) -> None:
+    """Import and warm up in this process what the jobs use, so that forked work horses inherit it."""
+    import tempfile
+
+    import workers.jobs  # noqa: F401  (and with it the domain and the exports)
+    from dsr.exports import report
+
+    with tempfile.TemporaryDirectory(prefix="dsr-warm-up-") as scratch:
+        report.warm_up(runtime.datamap, Path(scratch))
+    warm_connectors(runtime)
+
+
+def warm_connectors(runtime: runtimes.Runtime, *, fresh: bool = False) -> None:
+    """Build each store's connector; those that can (SQL) reflect their tables now. A store that is
+    unreachable is left for the jobs, which retry it."""
+    for name in runtime.datamap.stores:
+        try:
+            connector = runtime.connector(name)
+            warm = getattr(connector, "warm", None)
+            if warm is not None:
+                if fresh:
+                    connector.close()
+                warm()
+        except Exception as exc:  # the job that needs it reports it, with retries
+            log.warning("store %s not warmed up: %s", name, exc)
 
 
 class DsrSimpleWorker(_BindsRuntime, SimpleWorker):

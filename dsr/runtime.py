@@ -81,10 +81,17 @@ class Runtime:
         return replace(subject, identities=identities)
 
     def after_fork(self) -> None:
-        """In a forked work horse: never reuse the parent's pooled connections."""
+        """In a forked work horse: never reuse the parent's pooled connections. Connectors that can
+        drop their connections (``after_fork``) are kept with what they learnt, e.g. reflected tables."""
         if os.getpid() != self.pid:
             self.engine.dispose(close=False)
-            self._connectors = {}
+            kept = {}
+            for name, connector in self._connectors.items():
+                forked = getattr(connector, "after_fork", None)
+                if forked is not None:
+                    forked()
+                    kept[name] = connector
+            self._connectors = kept
             self.pid = os.getpid()
 
     def close(self) -> None:

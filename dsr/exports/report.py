@@ -45,7 +45,7 @@ from dsr.exports.report_model import (
 )
 
 __all__ = ["PREVIEW_ROWS", "AssetFetcher", "ReportData", "ReportInfo", "build_report", "preview_rows",
-           "report_data"]
+           "report_data", "warm_up"]
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,18 @@ def build_report(data: ReportData, out: Path, *, templates: Path | None = None) 
     rendered.write_pdf(partial, pdf_tags=True)
     partial.replace(out)
     return ReportInfo(out, len(rendered.pages), out.stat().st_size, sha256_file(out))
+
+
+def warm_up(datamap: DataMap, scratch: Path) -> None:
+    """Render one report (an answer without data) and throw it away: WeasyPrint, the fonts, the
+    stylesheet and the templates are then loaded. A worker does this once, before it forks the
+    work horses that build packages, so they do not each pay for it."""
+    for locale in ("de", "en"):
+        now = datetime.now(UTC)
+        out = scratch / f"warm-up-{locale}.pdf"
+        build_report(report_data(datamap, {"reference": "DSR-0000-000000", "type": "access", "received_at": now,
+                                           "legal_end": now.date(), "answered_at": now}, [], {}, locale), out)
+        out.unlink()
 
 
 @functools.lru_cache(maxsize=8)

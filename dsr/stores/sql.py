@@ -239,6 +239,17 @@ class SqlConnector(Connector):
             stream.close(rows if "rows" in locals() else 0)
         return rows
 
+    def warm(self) -> None:
+        """Reflect the store's tables now and close the connections (a worker does this before it forks
+        its work horses, which then start with the tables known). Raises StoreUnavailable."""
+        self._reflect()
+        self.engine.dispose()
+
+    def after_fork(self) -> None:
+        """In a forked process: keep the reflected tables, never reuse the parent's connections."""
+        if self._engine is not None:
+            self._engine.dispose(close=False)
+
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
