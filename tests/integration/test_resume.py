@@ -39,9 +39,14 @@ def test_a_retried_sql_collection_resumes_after_the_tables_already_exported(retr
     assert portal["attempts"] == 2
     tables = list(app.extensions["dsr"].runtime.datamap.stores["portal_db"].tables)
     before = tables[: tables.index("call_records")]
-    # The retry read only the tables the first attempt had not finished.
-    assert read == [*before, "call_records", *tables[tables.index("call_records"):]]
-    assert portal["counts"]["resumed"] == sorted(before)
+    resumed = portal["counts"]["resumed"]
+    # The retry read only the tables the first attempt had not finished: all before the failing one
+    # (on PostgreSQL, COPY runs two tables at once, so one after it may have finished too).
+    assert set(before) <= set(resumed) and "call_records" not in resumed
+    assert all(read.count(t) == 1 for t in resumed) and read.count("call_records") == 2
+    assert set(read) == set(tables)
+    if not app.extensions["dsr"].runtime.datamap.stores["portal_db"].connection["url"].startswith("postgresql"):
+        assert read == [*before, "call_records", *tables[tables.index("call_records"):]]  # one by one
     assert set(portal["counts"]["found"]) == set(tables)
     assert "payment_methods" in portal["counts"]["redactions"]  # kept from the first attempt
     package = read_zip(client.get(client.get(f"/api/v1/requests/{created['id']}/artifacts", headers=auth)
