@@ -1,8 +1,11 @@
 """The demo portal database: accounts, invited users, payment means, API usage, call and message
-records, support tickets, invoices and consents, as the seed privacy notice describes them.
+records, support tickets, invoices and consents, as the seed privacy notice describes them, and the
+internal data about a customer (AC-03): agent notes, fraud and misuse flags, and the log of staff
+looking at the customer's data, with the staff in a table of their own.
 
 Everything is invented and deterministic for a given seed. Subject 1 is always Max Mustermann
-(``max.mustermann@example.com``) with rows in every table.
+(``max.mustermann@example.com``) with rows in every table. The internal tables hold a few rows per
+customer whatever ``rows`` and ``subject_rows`` say: they scale with the number of subjects only.
 """
 
 from __future__ import annotations
@@ -110,6 +113,37 @@ consents = Table(
     Column("purpose", String(40)), Column("banner_version", String(20)),
     Column("granted_at", DateTime(timezone=True)), Column("withdrawn_at", DateTime(timezone=True)),
 )
+# Internal data (AC-03). The staff directory is other people's data: an access answer names the staff
+# who worked on the subject's data only as the data map allows (C-579/21: names only where essential).
+employees = Table(
+    "employees", metadata, _id(),
+    Column("staff_number", String(20), nullable=False, unique=True),
+    Column("name", String(200), nullable=False), Column("email", String(320)),
+    Column("role", String(100)), Column("team", String(100)),
+)
+agent_notes = Table(
+    "agent_notes", metadata, _id(), _account_fk(),
+    Column("ticket_id", ForeignKey("support_tickets.id"), nullable=True, index=True),  # None: about the account
+    Column("author_id", ForeignKey("employees.id"), nullable=False, index=True),
+    Column("written_at", DateTime(timezone=True)), Column("note", Text),
+)
+fraud_flags = Table(
+    "fraud_flags", metadata, _id(), _account_fk(),
+    Column("flag", String(40), nullable=False), Column("reason", Text),
+    Column("rule", String(200)),  # the detection rule that fired: internal, a trade secret
+    Column("source", String(20)),  # rule_engine | staff
+    Column("set_at", DateTime(timezone=True)),
+    Column("set_by", ForeignKey("employees.id"), nullable=True, index=True),  # None: set by the rule engine
+    Column("action", String(40)),  # what the flag caused
+    Column("status", String(20)), Column("cleared_at", DateTime(timezone=True)),
+)
+access_log = Table(
+    "access_log", metadata, _id(), _account_fk(),
+    Column("accessed_at", DateTime(timezone=True), nullable=False),
+    Column("employee_id", ForeignKey("employees.id"), nullable=False, index=True),
+    Column("resource", String(40)), Column("action", String(20)), Column("purpose", String(40)),
+    Column("ticket_id", ForeignKey("support_tickets.id"), nullable=True, index=True),
+)
 
 FIRST = ["Erika", "Jonas", "Leonie", "Felix", "Mia", "Paul", "Hannah", "Lukas", "Emma", "Noah", "Lea", "Ben"]
 LAST = ["Musterfrau", "Schmidt", "Becker", "Wagner", "Hoffmann", "Schulz", "Koch", "Richter", "Klein", "Wolf"]
@@ -203,6 +237,11 @@ def _generate(rng: random.Random, size: DemoSize) -> Iterator[tuple[Table, _Coun
     yield invoices, _Counted(_invoices(rng, people))
     yield invoice_lines, _Counted(_invoice_lines(rng, people))
     yield consents, _Counted(_consents(rng, people))
+    # Internal data last, so the tables above stay what they were for a seed.
+    yield employees, _Counted(_employees())
+    yield agent_notes, _Counted(_agent_notes(rng, people))
+    yield fraud_flags, _Counted(_fraud_flags(rng, people))
+    yield access_log, _Counted(_access_log(rng, people))
 
 
 def _person(rng: random.Random, i: int) -> dict[str, Any]:
@@ -358,3 +397,99 @@ def _consents(rng: random.Random, people: list[dict[str, Any]]) -> Iterator[dict
             granted = EPOCH + timedelta(days=rng.randrange(0, 100))
             yield {"id": n, "account_id": p["id"], "purpose": purpose, "banner_version": "2025-11",
                    "granted_at": granted, "withdrawn_at": granted + timedelta(days=40) if rng.random() < 0.3 else None}
+
+
+# The staff who work on customers' data: (name, role, team). Roles are written without gender, so a
+# role and a team alone do not point at a person in a small team.
+STAFF = [
+    ("Sabine Krüger", "Kundenberatung 1st Level", "Kundenservice Geschäftskunden"),
+    ("Thomas Neumann", "Kundenberatung 2nd Level", "Kundenservice Geschäftskunden"),
+    ("Aylin Demir", "Support Engineer", "Technischer Support API"),
+    ("Jan Kowalski", "Fraud Analyst", "Fraud Management"),
+    ("Claudia Brandt", "Sachbearbeitung", "Forderungsmanagement"),
+    ("Markus Vogel", "Datenschutzkoordination", "Datenschutz"),
+    ("Petra Lange", "Qualitätsprüfung", "Qualitätssicherung"),
+    ("Daniel Schäfer", "Support Engineer 3rd Level", "Technischer Support API"),
+]
+AGENT, AGENT_2ND, ENGINEER, FRAUD, DUNNING, PRIVACY, QUALITY, ENGINEER_3RD = range(1, len(STAFF) + 1)
+NOTES = [
+    (AGENT, True, "Kunde bittet um Erläuterung der SMS-Posten auf der letzten Rechnung. Posten erklärt, "
+                  "Kunde ist einverstanden."),
+    (AGENT_2ND, True, "Gutschrift über 12,40 EUR für doppelt berechnete Nachrichten veranlasst."),
+    (ENGINEER, True, "Fehler 429 bei /v1/messages: Kunde überschreitet das Limit seines Tarifs. "
+                     "Empfehlung: Batch-Versand, Limit-Erhöhung angeboten."),
+    (AGENT, False, "Kunde wünscht Rückmeldungen per E-Mail statt Telefon."),
+    (AGENT_2ND, False, "Customer asked for English correspondence from now on; noted in the account."),
+]
+# flag, reason, rule (internal), set by (None: the rule engine, which only asks a person to review), action
+FLAGS: list[tuple[str, str, str, int | None, str]] = [
+    ("traffic_spike", "Ungewöhnlich viele Verbindungen in kurzer Zeit zu Zielen im Ausland",
+     "VEL-07: mehr als 120 Auslandsverbindungen pro Stunde", None, "manual_review"),
+    ("payment_return", "Lastschrift von der Bank zurückgegeben (Rücklastschrift)",
+     "PAY-02: Rücklastschrift ohne Angabe von Gründen", DUNNING, "prepayment_required"),
+    ("irsf_suspect", "Anrufe zu Mehrwertnummern im Ausland mit bekanntem Betrugsmuster",
+     "IRSF-11: Zielnetz auf der Liste der Hochrisikonetze, Anteil > 30 %", None, "manual_review"),
+    ("login_anomaly", "Anmeldung von einem ungewöhnlichen Ort kurz nach einer Anmeldung in Deutschland",
+     "ATO-03: Geschwindigkeit zwischen zwei Anmeldungen > 900 km/h", None, "manual_review"),
+    ("sms_pumping", "Auffällig viele Bestätigungs-SMS an fortlaufende Rufnummern",
+     "SMS-05: mehr als 50 Verify-Anfragen pro Minute an einen Nummernblock", FRAUD,
+     "international_calls_blocked"),
+]
+ACCESS = [  # employee, resource, action, purpose, about the ticket
+    (AGENT, "support_tickets", "view", "support_ticket", True),
+    (AGENT, "invoices", "view", "support_ticket", True),
+    (AGENT_2ND, "invoices", "update", "billing_query", True),
+    (FRAUD, "call_records", "view", "fraud_review", False),
+    (ENGINEER, "api_usage", "view", "technical_fault", True),
+    (QUALITY, "support_tickets", "view", "quality_audit", True),
+    (PRIVACY, "account", "export", "data_subject_request", False),
+    (DUNNING, "payment_methods", "view", "billing_query", False),
+]
+
+
+def _employees() -> Iterator[dict[str, Any]]:
+    for i, (name, role, team) in enumerate(STAFF, start=1):
+        login = name.lower().replace("ä", "ae").replace("ö", "oe").replace("ü", "ue").replace(" ", ".")
+        yield {"id": i, "staff_number": f"P{4711000 + i * 37:08d}", "name": name,
+               "email": f"{login}@telekom.example", "role": role, "team": team}
+
+
+def _agent_notes(rng: random.Random, people: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Max: every note; the others: none to two. Ticket notes on the person's ticket (its id is theirs)."""
+    n = 0
+    for p in people:
+        chosen = NOTES if p["id"] == 1 else rng.sample(NOTES, rng.randrange(0, 3))
+        for author, on_ticket, note in chosen:
+            n += 1
+            yield {"id": n, "account_id": p["id"], "ticket_id": p["id"] if on_ticket else None,
+                   "author_id": author, "written_at": EPOCH + timedelta(days=rng.randrange(0, 250), minutes=n),
+                   "note": note}
+
+
+def _fraud_flags(rng: random.Random, people: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Max: a rule-engine flag cleared after review and a payment return set by staff; the others:
+    about one in four has one flag."""
+    n = 0
+    for p in people:
+        chosen = FLAGS[:2] if p["id"] == 1 else ([rng.choice(FLAGS)] if rng.random() < 0.25 else [])
+        for k, (flag, reason, rule, set_by, action) in enumerate(chosen):
+            n += 1
+            set_at = EPOCH + timedelta(days=rng.randrange(0, 250), seconds=rng.randrange(0, 86400))
+            cleared = k == 0 and set_by is None  # the review by a person found a false alarm
+            yield {"id": n, "account_id": p["id"], "flag": flag, "reason": reason, "rule": rule,
+                   "source": "rule_engine" if set_by is None else "staff", "set_at": set_at, "set_by": set_by,
+                   "action": action, "status": "cleared" if cleared else "active",
+                   "cleared_at": set_at + timedelta(hours=20) if cleared else None}
+
+
+def _access_log(rng: random.Random, people: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Max: every kind of access; the others: one to three."""
+    n = 0
+    for p in people:
+        chosen = ACCESS if p["id"] == 1 else rng.sample(ACCESS, rng.randrange(1, 4))
+        for employee, resource, action, purpose, on_ticket in chosen:
+            n += 1
+            yield {"id": n, "account_id": p["id"],
+                   "accessed_at": EPOCH + timedelta(days=rng.randrange(0, 300), seconds=rng.randrange(0, 86400)),
+                   "employee_id": employee, "resource": resource, "action": action, "purpose": purpose,
+                   "ticket_id": p["id"] if on_ticket else None}

@@ -41,14 +41,18 @@ class _TableOptions(Schema):
         unknown = RAISE
 
     key = fields.String(load_default="id")
-    # column in this table -> "other_table.column": how rows here belong to rows there
-    references = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+    # column in this table -> "other_table.column": how rows here belong to rows there. A list: the
+    # row belongs to the subject through any of them (staff named by notes, flags and access logs).
+    references = fields.Dict(keys=fields.String(), values=fields.Raw(), load_default=dict)
 
     @validates_schema
     def _targets(self, data: dict[str, Any], **_: Any) -> None:
-        for _column, target in data["references"].items():
-            if target.count(".") != 1:
-                raise ValidationError(f"{target!r} must be written table.column", "references")
+        for _column, value in data["references"].items():
+            targets = value if isinstance(value, list) and value else [value]
+            for target in targets:
+                if not isinstance(target, str) or target.count(".") != 1:
+                    raise ValidationError(f"{target!r} must be written table.column (or a list of them)",
+                                          "references")
 
 
 # PostgreSQL COPY exports run on this many connections at once (one table each).
@@ -75,7 +79,7 @@ class SqlConnector(Connector):
         base = f"stores.{store.name}"
         refs = {name: _references(t.options) for name, t in store.tables.items()}
         for name, targets in refs.items():
-            for column, (other, _col) in targets.items():
+            for column, other, _col in targets:
                 if other not in store.tables:
                     problems.append((f"{base}.tables.{name}.references.{column}", f"unknown table {other!r}"))
         for kind, ident in store.identities.items():
@@ -130,11 +134,12 @@ class SqlConnector(Connector):
             needed += [(f"{base}.tables.{name}.fields.{c}.cases.{i}.when.column", case.column)
                        for c, rule in table.fields.items() for i, case in enumerate(rule.cases) if case.column]
             needed.append((f"{base}.tables.{name}.key", table.options.get("key", "id")))
-            needed += [(f"{base}.tables.{name}.references.{c}", c) for c in _references(table.options)]
+            referring = dict.fromkeys(c for c, _o, _oc in _references(table.options))
+            needed += [(f"{base}.tables.{name}.references.{c}", c) for c in referring]
             for path, column in needed:
                 if column not in columns:
                     problems.append(f"{path}: no column {column!r} in table {name}")
-            for column in _references(table.options):
+            for column in referring:
                 if column in columns and column not in indexed:
                     problems.append(f"warning: {base}.tables.{name}.references.{column}: no index on {name}.{column};"
                                     " finding a subject's rows will scan the table")
@@ -181,7 +186,7 @@ class SqlConnector(Connector):
                 # E-mail addresses are compared case-insensitively, or "Max@..." would be missed.
                 left = func.lower(column) if kind == "email" else column
                 conditions.append(left == subject.identities[kind])
-        for column, (other, other_column) in _references(self.store.tables[table].options).items():
+        for column, other, other_column in _references(self.store.tables[table].options):
             o = tables[other]
             conditions.append(t.c[column].in_(select(o.c[other_column]).where(self.membership(other, subject))))
         return or_(*conditions) if conditions else false()
@@ -297,15 +302,17 @@ class SqlConnector(Connector):
         self._engine, self._tables = None, {}
 
 
-def _references(options: Any) -> dict[str, tuple[str, str]]:
-    out = {}
-    for column, target in (options.get("references") or {}).items():
-        other, _, other_column = str(target).partition(".")
-        out[column] = (other, other_column)
+def _references(options: Any) -> list[tuple[str, str, str]]:
+    """(column here, other table, its column) for each reference; a column may refer to several."""
+    out = []
+    for column, value in (options.get("references") or {}).items():
+        for target in value if isinstance(value, list) else [value]:
+            other, _, other_column = str(target).partition(".")
+            out.append((column, other, other_column))
     return out
 
 
-def _reachable(base: str, name: str, refs: dict[str, dict[str, tuple[str, str]]], roots: set[str],
+def _reachable(base: str, name: str, refs: dict[str, list[tuple[str, str, str]]], roots: set[str],
                seen: tuple[str, ...]) -> list[tuple[str, str]]:
     """Every table must lead to an identity table through its references, and no path may loop
     (the membership query nests one sub-select per reference: a loop would never end)."""
@@ -317,6 +324,6 @@ def _reachable(base: str, name: str, refs: dict[str, dict[str, tuple[str, str]]]
         return [(f"{base}.tables.{name}", "no reference leads to an identity table, so the subject's rows "
                  "in it cannot be found")]
     problems: list[tuple[str, str]] = []
-    for other, _ in refs[name].values():
+    for _column, other, _other_column in refs[name]:
         problems += _reachable(base, other, refs, roots, (*seen, name))
     return problems

@@ -31,6 +31,11 @@ def _store_rows(store_url: str, email: str) -> dict[str, set[str]]:
                 ids = set(conn.execute(text(
                     "SELECT l.id FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id WHERE i.account_id = :a"
                 ), {"a": account}).scalars())
+            elif table.name == "employees":  # the staff the subject's internal records name
+                ids = set(conn.execute(text(
+                    "SELECT author_id FROM agent_notes WHERE account_id = :a UNION SELECT set_by FROM fraud_flags"
+                    " WHERE account_id = :a AND set_by IS NOT NULL"
+                    " UNION SELECT employee_id FROM access_log WHERE account_id = :a"), {"a": account}).scalars())
             else:
                 ids = set(conn.execute(select(table.c.id).where(table.c.account_id == account)).scalars())
             out[table.name] = {str(i) for i in ids}
