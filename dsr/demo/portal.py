@@ -359,6 +359,7 @@ def _messages(rng: random.Random, people: list[dict[str, Any]], per: int,
 def _tickets(rng: random.Random, people: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     for p in people:
         opened = EPOCH + timedelta(days=rng.randrange(0, 250))
+        p["ticket_opened"] = opened  # the internal records about the ticket follow it in time
         yield {
             "id": p["id"], "account_id": p["id"], "subject": "Rückfrage zur Rechnung",
             "body": f"Guten Tag, bitte prüfen Sie die letzte Rechnung. Gruß, {p['first']} {p['last']}",
@@ -412,14 +413,15 @@ STAFF = [
     ("Daniel Schäfer", "Support Engineer 3rd Level", "Technischer Support API"),
 ]
 AGENT, AGENT_2ND, ENGINEER, FRAUD, DUNNING, PRIVACY, QUALITY, ENGINEER_3RD = range(1, len(STAFF) + 1)
-NOTES = [
-    (AGENT, True, "Kunde bittet um Erläuterung der SMS-Posten auf der letzten Rechnung. Posten erklärt, "
-                  "Kunde ist einverstanden."),
-    (AGENT_2ND, True, "Gutschrift über 12,40 EUR für doppelt berechnete Nachrichten veranlasst."),
-    (ENGINEER, True, "Fehler 429 bei /v1/messages: Kunde überschreitet das Limit seines Tarifs. "
-                     "Empfehlung: Batch-Versand, Limit-Erhöhung angeboten."),
-    (AGENT, False, "Kunde wünscht Rückmeldungen per E-Mail statt Telefon."),
-    (AGENT_2ND, False, "Customer asked for English correspondence from now on; noted in the account."),
+# author, when (hours after the ticket was opened; None: a note on the account, any day), text
+NOTES: list[tuple[int, float | None, str]] = [
+    (AGENT, 9.5, "Kunde bittet um Erläuterung der SMS-Posten auf der letzten Rechnung. Posten erklärt, "
+                 "Kunde ist einverstanden."),
+    (AGENT_2ND, 33.5, "Gutschrift über 12,40 EUR für doppelt berechnete Nachrichten veranlasst."),
+    (ENGINEER, 35.5, "Fehler 429 bei /v1/messages: Kunde überschreitet das Limit seines Tarifs. "
+                   "Empfehlung: Batch-Versand, Limit-Erhöhung angeboten."),
+    (AGENT, None, "Kunde wünscht Rückmeldungen per E-Mail statt Telefon."),
+    (AGENT_2ND, None, "Customer asked for English correspondence from now on; noted in the account."),
 ]
 # flag, reason, rule (internal), set by (None: the rule engine, which only asks a person to review), action
 FLAGS: list[tuple[str, str, str, int | None, str]] = [
@@ -435,16 +437,27 @@ FLAGS: list[tuple[str, str, str, int | None, str]] = [
      "SMS-05: mehr als 50 Verify-Anfragen pro Minute an einen Nummernblock", FRAUD,
      "international_calls_blocked"),
 ]
-ACCESS = [  # employee, resource, action, purpose, about the ticket
-    (AGENT, "support_tickets", "view", "support_ticket", True),
-    (AGENT, "invoices", "view", "support_ticket", True),
-    (AGENT_2ND, "invoices", "update", "billing_query", True),
-    (FRAUD, "call_records", "view", "fraud_review", False),
-    (ENGINEER, "api_usage", "view", "technical_fault", True),
-    (QUALITY, "support_tickets", "view", "quality_audit", True),
-    (PRIVACY, "account", "export", "data_subject_request", False),
-    (DUNNING, "payment_methods", "view", "billing_query", False),
+# employee, resource, action, purpose, and when: hours after the ticket was opened ("ticket", at midnight),
+# after it was closed ("closed"), at the review of the person's first flag ("flag"), or any working day
+ACCESS: list[tuple[int, str, str, str, str, float]] = [
+    (AGENT, "support_tickets", "view", "support_ticket", "ticket", 9),
+    (AGENT, "invoices", "view", "support_ticket", "ticket", 9.2),
+    (AGENT_2ND, "invoices", "update", "billing_query", "ticket", 33.2),
+    (FRAUD, "call_records", "view", "fraud_review", "flag", 0),
+    (ENGINEER, "api_usage", "view", "technical_fault", "ticket", 35),
+    (QUALITY, "support_tickets", "view", "quality_audit", "closed", 14 * 24 + 10),
+    (PRIVACY, "account", "export", "data_subject_request", "any", 0),
+    (DUNNING, "payment_methods", "view", "billing_query", "any", 0),
 ]
+
+
+def _working_time(rng: random.Random, day: datetime) -> datetime:
+    """A moment on that day between 07:00 and 16:00 UTC (office hours in Germany)."""
+    return day.replace(hour=7, minute=0, second=0) + timedelta(seconds=rng.randrange(0, 9 * 3600))
+
+
+def _any_day(rng: random.Random) -> datetime:
+    return _working_time(rng, EPOCH + timedelta(days=rng.randrange(0, 300)))
 
 
 def _employees() -> Iterator[dict[str, Any]]:
@@ -459,11 +472,17 @@ def _agent_notes(rng: random.Random, people: list[dict[str, Any]]) -> Iterator[d
     n = 0
     for p in people:
         chosen = NOTES if p["id"] == 1 else rng.sample(NOTES, rng.randrange(0, 3))
-        for author, on_ticket, note in chosen:
+        notes = []
+        for author, hours, note in chosen:
+            if hours is None:
+                notes.append((_any_day(rng), author, False, note))
+            else:
+                written = p["ticket_opened"] + timedelta(hours=hours, minutes=rng.randrange(0, 30))
+                notes.append((written, author, True, note))
+        for written, author, on_ticket, note in sorted(notes, key=lambda x: x[0]):
             n += 1
             yield {"id": n, "account_id": p["id"], "ticket_id": p["id"] if on_ticket else None,
-                   "author_id": author, "written_at": EPOCH + timedelta(days=rng.randrange(0, 250), minutes=n),
-                   "note": note}
+                   "author_id": author, "written_at": written, "note": note}
 
 
 def _fraud_flags(rng: random.Random, people: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -474,22 +493,37 @@ def _fraud_flags(rng: random.Random, people: list[dict[str, Any]]) -> Iterator[d
         chosen = FLAGS[:2] if p["id"] == 1 else ([rng.choice(FLAGS)] if rng.random() < 0.25 else [])
         for k, (flag, reason, rule, set_by, action) in enumerate(chosen):
             n += 1
-            set_at = EPOCH + timedelta(days=rng.randrange(0, 250), seconds=rng.randrange(0, 86400))
+            # The rule engine fires at any hour; staff set flags during office hours.
+            day = EPOCH + timedelta(days=rng.randrange(0, 250) + 30 * k)
+            set_at = day + timedelta(seconds=rng.randrange(0, 86400)) if set_by is None else _working_time(rng, day)
             cleared = k == 0 and set_by is None  # the review by a person found a false alarm
+            review = _working_time(rng, set_at + timedelta(days=1))  # the next working day
+            p.setdefault("reviewed_at", review)  # the fraud review in the access log
             yield {"id": n, "account_id": p["id"], "flag": flag, "reason": reason, "rule": rule,
                    "source": "rule_engine" if set_by is None else "staff", "set_at": set_at, "set_by": set_by,
                    "action": action, "status": "cleared" if cleared else "active",
-                   "cleared_at": set_at + timedelta(hours=20) if cleared else None}
+                   "cleared_at": review + timedelta(minutes=25) if cleared else None}
 
 
 def _access_log(rng: random.Random, people: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """Max: every kind of access; the others: one to three."""
+    """Max: every kind of access; the others: one to three. Each when its reason arose, oldest first."""
     n = 0
     for p in people:
         chosen = ACCESS if p["id"] == 1 else rng.sample(ACCESS, rng.randrange(1, 4))
-        for employee, resource, action, purpose, on_ticket in chosen:
+        entries = []
+        for employee, resource, action, purpose, anchor, hours in chosen:
+            jitter = timedelta(hours=hours, minutes=rng.randrange(0, 20))
+            if anchor == "ticket":
+                at = p["ticket_opened"] + jitter
+            elif anchor == "closed":
+                at = p["ticket_opened"] + timedelta(days=2) + jitter
+            elif anchor == "flag" and "reviewed_at" in p:
+                at = p["reviewed_at"] + jitter
+            else:
+                at = _any_day(rng)
+            ticket = p["id"] if anchor in ("ticket", "closed") else None
+            entries.append((at, employee, resource, action, purpose, ticket))
+        for at, employee, resource, action, purpose, ticket in sorted(entries, key=lambda x: x[0]):
             n += 1
-            yield {"id": n, "account_id": p["id"],
-                   "accessed_at": EPOCH + timedelta(days=rng.randrange(0, 300), seconds=rng.randrange(0, 86400)),
-                   "employee_id": employee, "resource": resource, "action": action, "purpose": purpose,
-                   "ticket_id": p["id"] if on_ticket else None}
+            yield {"id": n, "account_id": p["id"], "accessed_at": at, "employee_id": employee,
+                   "resource": resource, "action": action, "purpose": purpose, "ticket_id": ticket}
