@@ -153,13 +153,14 @@ def floor_queries(store: Any, subject_key: int) -> tuple[tuple[str, str], ...]:
         if name in roots:
             return f'"{table.options.get("key", "id")}" = {int(subject_key)}'
         conditions = []
-        for column, target in (table.options.get("references") or {}).items():
-            other, _, other_column = str(target).partition(".")
-            if other in roots and other_column == store.tables[other].options.get("key", "id"):
-                conditions.append(f'"{column}" = {int(subject_key)}')
-            else:
-                sub = f'SELECT "{other_column}" FROM "{other}" WHERE {where(other)}'  # noqa: S608  (names from the map)
-                conditions.append(f'"{column}" IN ({sub})')
+        for column, targets in (table.options.get("references") or {}).items():
+            for target in targets if isinstance(targets, list) else [targets]:  # a list: any of them
+                other, _, other_column = str(target).partition(".")
+                if other in roots and other_column == store.tables[other].options.get("key", "id"):
+                    conditions.append(f'"{column}" = {int(subject_key)}')
+                else:
+                    sub = f'SELECT "{other_column}" FROM "{other}" WHERE {where(other)}'  # noqa: S608  (names from the map)
+                    conditions.append(f'"{column}" IN ({sub})')
         return " OR ".join(conditions)
 
     return tuple((name, f'SELECT * FROM "{name}" WHERE {where(name)}') for name in store.tables)  # noqa: S608
