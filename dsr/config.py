@@ -59,6 +59,7 @@ class Settings:
     artifact_ttl_days: int = 30
     download_link_ttl_seconds: int = 7 * 24 * 3600
     download_limit: int = 5
+    password_protect_packages: bool = False
     embedded_worker: bool = True
     retry_intervals: tuple[int, ...] = (10, 60, 300)
     processor_deadline_days: int = 10
@@ -94,6 +95,16 @@ class Settings:
             except ValueError:
                 raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
 
+        def boolean(name: str, default: bool) -> bool:
+            raw = get(name)
+            if raw is None:
+                return default
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ConfigError(f"{name} must be 1 or 0 (true/false, yes/no, on/off), got {raw!r}")
+
         mode = get("DSR_ENV") or "development"
         if mode not in ("development", "production"):
             raise ConfigError(f"DSR_ENV must be 'development' or 'production', got {mode!r}")
@@ -114,6 +125,7 @@ class Settings:
             artifact_ttl_days=integer("DSR_ARTIFACT_TTL_DAYS", 30),
             download_link_ttl_seconds=integer("DSR_DOWNLOAD_LINK_TTL", 7 * 24 * 3600),
             download_limit=integer("DSR_DOWNLOAD_LIMIT", 5),
+            password_protect_packages=boolean("DSR_PASSWORD_PROTECT_PACKAGES", False),
             embedded_worker=(get("DSR_EMBEDDED_WORKER") or "1").lower() not in ("0", "false", "no", "off"),
             retry_intervals=_intervals(get("DSR_JOB_RETRY_INTERVALS")),
             processor_deadline_days=integer("DSR_PROCESSOR_DEADLINE_DAYS", 10),

@@ -19,7 +19,7 @@ from sqlalchemy import CursorResult, Result, and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dsr.datamap import Category, DataMap, FieldRule
-from dsr.domain import audit, work
+from dsr.domain import audit, delivery, work
 from dsr.domain.errors import DomainError, InvalidTransition, NotFound
 from dsr.domain.packaging import Storage, build_package
 from dsr.exports.csv_files import CsvDirectorySink
@@ -318,17 +318,21 @@ def assemble(
                 "kept": sorted(t.store for t in tasks if t.status == TaskStatus.DONE),
             })
             return request
-        package = build_package(request, tasks, datamap, storage, now, seal_key)
+        password = delivery.password_for(request)
+        package = build_package(request, tasks, datamap, storage, now, seal_key, password)
+        artifact_id = uuid.uuid4()
         session.add(Artifact(
-            request_id=request_id, kind="package", filename=f"{request.reference}.zip", media_type="application/zip",
-            path=str(package.path.relative_to(storage.root)), size=package.size, sha256=package.sha256,
-            datamap_version=datamap.version, created_at=now, expires_at=now + artifact_ttl,
+            id=artifact_id, request_id=request_id, kind="package", filename=f"{request.reference}.zip",
+            media_type="application/zip", path=str(package.path.relative_to(storage.root)), size=package.size,
+            sha256=package.sha256, datamap_version=datamap.version, created_at=now, expires_at=now + artifact_ttl,
+            password_sealed=delivery.sealed(password, seal_key, artifact_id),
         ))
         request.status = RequestStatus.COMPLETED.value
         request.completed_at = now
         request.version += 1
         audit.record(session, "artifact.created", actor=WORKER, request_id=request_id, at=now, data={
             "kind": "package", "size": package.size, "sha256": package.sha256, "datamap_version": datamap.version,
+            "password_protected": password is not None,
         })
         audit.record(session, "request.completed", actor=WORKER, request_id=request_id, at=now,
                      data={"rows": sum(t.counts.get("total", 0) for t in tasks)})

@@ -26,6 +26,7 @@ class Submission:
     locale: str
     details: dict[str, Any] = field(default_factory=dict)
     channel: str = "api"
+    password_protected: bool = False  # see dsr.domain.delivery.choose
 
 
 def submit(session: Session, submission: Submission, *, received_at: datetime, policy: DeadlinePolicy,
@@ -40,6 +41,7 @@ def submit(session: Session, submission: Submission, *, received_at: datetime, p
         locale=submission.locale,
         details=submission.details,
         channel=submission.channel,
+        password_protected=submission.password_protected,
         received_at=received_at,
         due_at=deadline.due_at,
         legal_end=deadline.legal_end,

@@ -33,7 +33,7 @@ class Storage:
 
 
 def build_package(request: Request, tasks: list[Task], datamap: DataMap, storage: Storage,
-                  now: datetime, seal_key: bytes) -> PackedFile:
+                  now: datetime, seal_key: bytes, password: str | None = None) -> PackedFile:
     """Build the ZIP and seal it as it is written: what reaches the disk is encrypted; size and
     SHA-256 are the ZIP's, which the subject can check after download.
 
@@ -47,7 +47,8 @@ def build_package(request: Request, tasks: list[Task], datamap: DataMap, storage
     _write_documentation(docs, dictionary(datamap, sources))
     sealed = SealingWriter(storage.package_path(request.id, f"{request.reference}.zip.sealed"), seal_key)
     try:
-        package = PackageWriter(cast(IO[bytes], sealed))
+        # With a password: AES-256 encrypted as it is written; the password goes through a second channel.
+        package = PackageWriter(cast(IO[bytes], sealed), password)
         with ThreadPoolExecutor(1, thread_name_prefix="dsr-pack") as pool:
             packing = pool.submit(_pack_data, package, sources)
             try:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from dsr.exports.protected_zip import aes_archive
+
 CHUNK = 1024 * 1024
 # Deflate level 1: about three times as fast as the default 6 on CSV and JSON, for files about a
 # quarter larger. The package is built for every request; it is downloaded a few times at most.
@@ -43,8 +45,11 @@ class PackageWriter:
     ``out`` need not be seekable: sizes and CRCs then follow each file (ZIP data descriptors), so
     the package is written in one pass and never read back."""
 
-    def __init__(self, out: IO[bytes]) -> None:
-        self._archive = zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=LEVEL)
+    def __init__(self, out: IO[bytes], password: str | None = None) -> None:
+        if password is None:
+            self._archive = zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=LEVEL)
+        else:  # every member AES-256 encrypted as it is written (protected_zip.py)
+            self._archive = aes_archive(out, password, LEVEL)
         self._entries: list[tuple[tuple[str, str], dict[str, Any]]] = []
 
     def add_folder(self, prefix: str, source: Path) -> None:

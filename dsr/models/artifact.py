@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, String
+from sqlalchemy import BigInteger, ForeignKey, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from dsr.models.base import Base, utcnow
@@ -31,5 +31,14 @@ class Artifact(Base):
     expires_at: Mapped[datetime]
     downloads: Mapped[int] = mapped_column(Integer, default=0)
     purged_at: Mapped[datetime | None]
+    # A password-protected package's password, sealed (dsr/exports/protected_zip.py), never in clear.
+    # Who released it, when and through which channel is in the audit trail.
+    password_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    password_released_at: Mapped[datetime | None]  # the first release
+    password_releases: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+    @property
+    def password_protected(self) -> bool:
+        return self.password_sealed is not None
 
     request: Mapped[Request] = relationship(back_populates="artifacts")

@@ -7,7 +7,7 @@ import uuid
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Date, Index, Integer, String
+from sqlalchemy import Boolean, Date, Index, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from dsr.models.base import Base, utcnow
@@ -54,6 +54,8 @@ class Request(Base):
     verification_method: Mapped[str | None] = mapped_column(String(40))
     completed_at: Mapped[datetime | None]
     datamap_version: Mapped[str | None] = mapped_column(String(40))
+    # Delivery: the package is an AES-encrypted ZIP whose password is released through a second channel.
+    password_protected: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     version: Mapped[int] = mapped_column(Integer, default=1)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

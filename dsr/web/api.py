@@ -11,8 +11,9 @@ from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 from sqlalchemy import update
 
-from dsr.domain import audit, fulfilment, intake, planning
+from dsr.domain import audit, delivery, fulfilment, intake, planning
 from dsr.domain.errors import DomainError, InvalidTransition, NotFound
+from dsr.exports.protected_zip import PasswordUnreadable
 from dsr.exports.sealed import SealBroken, unseal
 from dsr.models import Artifact, RequestType, Task, utcnow
 from dsr.web.auth import principal, require_token
@@ -20,7 +21,11 @@ from dsr.web.context import runtime
 from dsr.web.downloads import LinkSigner
 from dsr.web.schemas import (
     ArtifactSchema,
+    ChangeDeliverySchema,
     CompleteTaskSchema,
+    DeliveryStateSchema,
+    PasswordSchema,
+    ReleasePasswordSchema,
     RequestSchema,
     SubmitRequestSchema,
     SubmittedSchema,
@@ -72,7 +77,10 @@ class Requests(MethodView):
     def post(self, data: dict[str, Any]) -> dict[str, Any]:
         """Submit a request (Art. 15-21 GDPR). The legal period starts now."""
         rt = runtime()
-        submission = intake.Submission(RequestType(data["type"]), data["email"], data["locale"], data["details"])
+        protected = delivery.choose(data["type"], data["delivery"].get("password_protected"),
+                                    rt.settings.password_protect_packages)
+        submission = intake.Submission(RequestType(data["type"]), data["email"], data["locale"], data["details"],
+                                       password_protected=protected)
         with rt.sessions.begin() as session:
             request = intake.submit(session, submission, received_at=utcnow(), policy=rt.deadlines,
                                     datamap_version=rt.datamap.version)
@@ -92,6 +100,7 @@ class RequestDetail(MethodView):
         with runtime().sessions() as session:
             request = _get(session, request_id)
             return {**_as_dict(request), "tasks": list(request.tasks),
+                    "delivery": delivery.describe(session, request),
                     "timeline": audit.events_for(session, request.id)}
 
 
@@ -130,10 +139,67 @@ class Artifacts(MethodView):
         with runtime().sessions() as session:
             request = _get(session, request_id)
             return [
-                {**_as_dict(a), "download_url": url_for("api.download", artifact_id=a.id, sig=signer.sign(a.id),
-                                                        _external=True)}
+                {**_as_dict(a), "password_sealed": None, "password_protected": a.password_protected,
+                 "download_url": url_for("api.download", artifact_id=a.id, sig=signer.sign(a.id), _external=True)}
                 for a in request.artifacts if a.purged_at is None
             ]
+
+
+@blp.route("/requests/<uuid:request_id>/delivery")
+class Delivery(MethodView):
+    @blp.doc(security=BEARER)
+    @require_token
+    @blp.arguments(ChangeDeliverySchema)
+    @blp.response(200, DeliveryStateSchema)
+    @blp.alt_response(401, description=UNAUTHORIZED)
+    @blp.alt_response(404, description=NO_REQUEST)
+    @blp.alt_response(409, description="The package is built already")
+    @blp.alt_response(422, description="Invalid input, or a request type that is not answered with a package")
+    def put(self, data: dict[str, Any], request_id: uuid.UUID) -> dict[str, Any]:
+        """Switch password protection of the package on or off before it is built (audited)."""
+        with runtime().sessions.begin() as session:
+            request = _get(session, request_id, for_update=True)
+            try:
+                delivery.set_password_protection(session, request, data["password_protected"],
+                                                 actor=principal().actor, now=utcnow())
+            except InvalidTransition as exc:
+                _abort(409, str(exc))
+            except DomainError as exc:
+                abort(422, message=str(exc), errors={"json": {"password_protected": [str(exc)]}})
+            return delivery.describe(session, request)
+
+
+@blp.route("/requests/<uuid:request_id>/package-password")
+class PackagePassword(MethodView):
+    @blp.doc(security=BEARER)
+    @require_token
+    @blp.arguments(ReleasePasswordSchema, required=False)
+    @blp.response(200, PasswordSchema, headers={"Cache-Control": {"schema": {"type": "string"}}})
+    @blp.alt_response(401, description=UNAUTHORIZED)
+    @blp.alt_response(404, description=NO_REQUEST)
+    @blp.alt_response(409, description="The request has no password-protected package")
+    @blp.alt_response(410, description="The package has expired; its password opens nothing")
+    @blp.alt_response(500, description="The sealed password cannot be read (DSR_SECRET_KEY changed)")
+    def post(self, data: dict[str, Any] | None, request_id: uuid.UUID) -> tuple[Any, int, dict[str, str]]:
+        """Release the package's password, to pass on through a second channel (phone, letter, SMS).
+
+        Every release is an audit event naming who released it and the channel; the password is
+        never in the download link, the audit trail or the logs."""
+        rt = runtime()
+        channel = (data or {}).get("channel", "other")
+        with rt.sessions.begin() as session:
+            request = _get(session, request_id, for_update=True)
+            try:
+                release = delivery.release_password(session, request, actor=principal().actor, channel=channel,
+                                                    now=utcnow(), seal_key=rt.seal_key)
+            except delivery.PackageGone as exc:
+                _abort(410, str(exc))
+            except delivery.NoPassword as exc:
+                _abort(409, str(exc))
+            except PasswordUnreadable as exc:
+                current_app.logger.error("request %s: %s", request_id, exc)
+                _abort(500, "the password cannot be read; the data protection office has been told")
+        return release, 200, {"Cache-Control": "no-store"}  # no copy in a browser or proxy cache
 
 
 @blp.route("/requests/<uuid:request_id>/tasks/<uuid:task_id>/rerun")

@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
-from marshmallow import RAISE, Schema, fields, validate
+from typing import Any
 
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from dsr.domain import delivery
 from dsr.models import RequestType
 
 
 class _Strict(Schema):
     class Meta:
         unknown = RAISE  # an unexpected field is named in the error, never silently dropped
+
+
+class _StrictBoolean(fields.Boolean):
+    """JSON true/false only: "yes", 1 or "on" are refused rather than guessed at."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
+PROTECTED = ("The package is a WinZip AES-256 encrypted ZIP; its password is released separately "
+             "(POST /requests/<id>/package-password) and passed on through a second channel. "
+             "Access and portability requests only.")
+
+
+class DeliverySchema(_Strict):
+    password_protected = _StrictBoolean(metadata={"description": PROTECTED + " Default: the installation's "
+                                                   "DSR_PASSWORD_PROTECT_PACKAGES."})
 
 
 class SubmitRequestSchema(_Strict):
@@ -21,6 +43,15 @@ class SubmitRequestSchema(_Strict):
                            metadata={"description": "Language of all answers."})
     details = fields.Dict(keys=fields.String(validate=validate.Length(max=100)), load_default=dict,
                           metadata={"description": "Free-form details, e.g. what to rectify."})
+    delivery = fields.Nested(DeliverySchema, load_default=dict,
+                             metadata={"description": "How the package is delivered."})
+
+    @validates_schema(skip_on_field_errors=True)
+    def _a_package_to_protect(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        if data["delivery"].get("password_protected") and not delivery.has_package(data["type"]):
+            raise ValidationError({"delivery": {"password_protected": [
+                f"a {data['type']} request is not answered with a package; "
+                "password protection applies to access and portability requests only"]}})
 
 
 class SubmittedSchema(Schema):
@@ -33,6 +64,30 @@ class SubmittedSchema(Schema):
 class VerifySchema(_Strict):
     method = fields.String(load_default="manual", validate=validate.Length(min=1, max=40),
                            metadata={"description": "How the identity was checked, e.g. 'manual', 'email-link'."})
+
+
+class ChangeDeliverySchema(_Strict):
+    password_protected = _StrictBoolean(required=True, metadata={"description": PROTECTED})
+
+
+class ReleasePasswordSchema(_Strict):
+    channel = fields.String(load_default="other", validate=validate.OneOf(delivery.CHANNELS),
+                            metadata={"description": "How the password is passed on (recorded in the audit "
+                                                     "trail); never the channel that carries the link."})
+
+
+class PasswordSchema(Schema):
+    artifact_id = fields.UUID(metadata={"description": "The package the password opens."})
+    password = fields.String(metadata={"description": "Pass it on by phone, letter or SMS, never with the link."})
+    releases = fields.Integer(metadata={"description": "How often it has been released, this time included."})
+    first_released_at = fields.AwareDateTime()
+
+
+class DeliveryStateSchema(Schema):
+    password_protected = fields.Boolean()
+    password_released = fields.Boolean(metadata={"description": "The package's password has been released."})
+    password_released_at = fields.AwareDateTime(allow_none=True, metadata={"description": "First release."})
+    password_releases = fields.Integer()
 
 
 class CompleteTaskSchema(Schema):
@@ -75,6 +130,7 @@ class RequestSchema(Schema):
     verification_method = fields.String(allow_none=True)
     completed_at = fields.AwareDateTime(allow_none=True)
     datamap_version = fields.String(allow_none=True)
+    delivery = fields.Nested(DeliveryStateSchema)
     tasks = fields.List(fields.Nested(TaskSchema))
     timeline = fields.List(fields.Nested(EventSchema))
 
@@ -90,4 +146,6 @@ class ArtifactSchema(Schema):
     created_at = fields.AwareDateTime()
     expires_at = fields.AwareDateTime()
     downloads = fields.Integer()
+    password_protected = fields.Boolean(metadata={"description": "AES-256 encrypted; the password comes separately."})
+    password_released_at = fields.AwareDateTime(allow_none=True)
     download_url = fields.String(metadata={"description": "Signed link, valid until it expires; no token needed."})
