@@ -7,19 +7,13 @@ file, summed over the tables. Every case is reported as a ratio to it, measured 
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.app import POLL, App, Processes, environment
 from bench.harness import Context, Figures, case, stopwatch
-
-POLL = 0.005  # seconds between looks at the request's status (end to end)
 
 
 def copy_floor(ctx: Context) -> Figures:
@@ -102,95 +96,87 @@ def access_end_to_end(ctx: Context) -> Figures:
     with the worker already running and idle, as in production. RSS: the worker's peak, its forked
     work horses included (reported by the worker process itself, see ``bench.worker``).
     """
-    from rq import Worker
-    from sqlalchemy import select
+    return one_request(ctx, workers=1)
 
-    from dsr.config import Settings
-    from dsr.domain.accounts import create_api_token
-    from dsr.models import Request, RequestStatus, Role
-    from dsr.web.app import create_app
 
-    env = {
-        "DSR_ENV": "development", "DSR_INSTANCE_DIR": str(ctx.work_dir / "instance"),
-        "DSR_DATABASE_URL": ctx.meta_url, "DSR_REDIS_URL": ctx.redis_url, "DSR_QUEUE": ctx.queue,
-        "DSR_SECRET_KEY": "bench-" + uuid.uuid4().hex + uuid.uuid4().hex,
-        "DSR_STORAGE_DIR": str(ctx.work_dir / "storage"), "DSR_PORTAL_DB_URL": ctx.store_url,
-        "DSR_WEB_LOG_DIR": str(ctx.log_dir / "web"), "DSR_API_LOG_DIR": str(ctx.log_dir / "api"),
-        "DSR_MEDIA_DIR": str(ctx.media_dir), "DSR_DATAMAP": str(ctx.datamap),
-        "DSR_JOB_RETRY_INTERVALS": "none", "DSR_EMBEDDED_WORKER": "0",
-    }
-    os.environ.update(env)
-    app = create_app(Settings.from_env())
-    context = app.extensions["dsr"]
-    client = app.test_client()
-    with context.runtime.sessions.begin() as session:
-        _row, token = create_api_token(session, name="bench", role=Role.DPO, actor="bench")
-    auth = {"Authorization": f"Bearer {token}"}
+def one_request(ctx: Context, workers: int) -> Figures:
+    """One access request of the subject, done by ``workers`` idle ``dsr worker`` processes."""
+    from dsr.models import RequestStatus
 
-    log = (ctx.work_dir / "worker.log").open("wb")
-    rss_file = ctx.work_dir / "worker-rss.json"
-    level = os.environ.get("BENCH_WORKER_LOG_LEVEL", "WARNING")  # INFO: RQ's per-job lines in worker.log
-    worker = subprocess.Popen(  # noqa: S603  (`dsr worker`, reporting its peak RSS: see bench.worker)
-        [sys.executable, "-m", "bench.worker", "--log-level", level, "worker"],
-        env={**os.environ, **env, "BENCH_RSS_FILE": str(rss_file)}, cwd=ctx.project_dir, stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    app = App(ctx)
+    level = os.environ.get("BENCH_WORKER_LOG_LEVEL", "WARNING")  # INFO: RQ's per-job lines in the logs
+    procs = Processes(ctx, app.env, ["--log-level", level, "worker"], workers)
     try:
-        deadline = time.monotonic() + 60
-        while not Worker.all(connection=context.queue.connection, queue=context.queue):
-            if worker.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the dsr worker did not start (exit code {worker.poll()})")
-            time.sleep(0.05)
-
-        created = client.post("/api/v1/requests", json={"type": "access", "email": ctx.subject_email,
-                                                        "locale": "de"})
-        assert created.status_code == 202, created.get_json()
-        request_id = uuid.UUID(created.get_json()["id"])
+        procs.wait_workers(app.connection, app.context.queue)
+        request_id = app.submit(ctx.subject_email)
         started = time.perf_counter()
-        verified = client.post(f"/api/v1/requests/{request_id}/verify", headers=auth)
-        assert verified.status_code == 200, verified.get_json()
+        app.verify(request_id)
         deadline = time.monotonic() + ctx.timeout
-        query = select(Request.status).where(Request.id == request_id)
-        while True:
-            with context.runtime.sessions() as session:
-                status = session.execute(query).scalar_one()
-            if status in (RequestStatus.COMPLETED.value, RequestStatus.FAILED.value):
-                break
-            if worker.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"request still {status} (worker exit code {worker.poll()})")
+        while (status := app.status(request_id)) not in (RequestStatus.COMPLETED, RequestStatus.FAILED):
+            procs.check()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"request still {status}")
             time.sleep(POLL)
         seconds = time.perf_counter() - started
-
-        detail = client.get(f"/api/v1/requests/{request_id}", headers=auth).get_json()
-        if status != RequestStatus.COMPLETED.value:
+        detail = app.detail(request_id)
+        if status != RequestStatus.COMPLETED:
             raise RuntimeError(f"request {status}: {[(t['store'], t['status'], t['error']) for t in detail['tasks']]}")
-        artifacts = client.get(f"/api/v1/requests/{request_id}/artifacts", headers=auth).get_json()
+        artifacts = app.artifacts(request_id)
         assert len(artifacts) == 1 and artifacts[0]["kind"] == "package", artifacts
         counts = {t["store"]: t["counts"].get("total", 0) for t in detail["tasks"]}
     except Exception as exc:
-        _stop(worker)
-        log.flush()
-        tail = (ctx.work_dir / "worker.log").read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"{exc}\n--- end of the worker's log ---\n{tail}") from exc
+        procs.stop()
+        raise RuntimeError(f"{exc}\n--- end of the workers' logs ---\n{procs.tail()}") from exc
     finally:
-        _stop(worker)
-        log.close()
-        context.runtime.close()
-    peak = json.loads(rss_file.read_text(encoding="utf-8"))
-    return Figures(seconds, counts.get("portal_db", 0), rss_kb=max(peak["own_kb"], peak["children_kb"]),
-                   notes={"stores": counts, "package_bytes": artifacts[0]["size"], "worker_rss_kb": peak})
+        procs.stop()
+        app.close()
+    return Figures(seconds, counts.get("portal_db", 0), rss_kb=procs.peak_rss_kb(),
+                   notes={"stores": counts, "package_bytes": artifacts[0]["size"]})
 
 
-def _stop(worker: subprocess.Popen[bytes]) -> None:
-    """Warm shutdown (SIGTERM: RQ finishes the job at hand, it has none), bounded by 30 s."""
-    if worker.poll() is not None:
-        return
-    worker.send_signal(signal.SIGTERM)
+@case("pdf_report", "the Art. 15 report of the subject's package (all stores): report_data + build_report",
+      target_seconds=10.0, target_pages=100)
+def pdf_report(ctx: Context) -> Figures:
+    """Rendering the PDF alone, in this one process (one core), from the collected folders.
+
+    Set-up, not timed: every store of the data map collected as a job does it (identities resolved,
+    ``DisclosingSink(CsvDirectorySink)``). Timed: ``report_data`` (previews read from the CSVs) and
+    ``build_report`` (WeasyPrint), as ``dsr.domain.packaging`` calls them.
+    """
+    from datetime import UTC, datetime, timedelta
+
+    from dsr import runtime as runtimes
+    from dsr.config import Settings
+    from dsr.exports.csv_files import CsvDirectorySink
+    from dsr.exports.disclosure import DisclosingSink
+    from dsr.exports.report import build_report, report_data
+    from dsr.stores import Subject
+
+    os.environ.update(environment(ctx))
+    rt = runtimes.build(Settings.from_env())
+    outputs: dict[str, Path] = {}
+    tasks: list[dict[str, Any]] = []
+    rows = 0
     try:
-        worker.wait(30)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait(10)
+        for store in rt.datamap.stores:
+            subject = rt.resolve(Subject.from_email(ctx.subject_email), store)
+            connector = rt.connector(store)
+            outputs[store] = ctx.work_dir / "collected" / store
+            sink = DisclosingSink(CsvDirectorySink(outputs[store]), connector.store)
+            result = connector.collect(subject, sink)
+            tasks.append({"store": store, "counts": {"found": result.found, "files": result.files,
+                                                     "total": result.total, "redactions": sink.summary(),
+                                                     "notes": result.notes}})
+            rows += result.total if store == "portal_db" else 0
+        now = datetime.now(UTC)
+        request = {"reference": "DSR-BENCH-0001", "type": "access", "received_at": now - timedelta(days=1),
+                   "legal_end": now + timedelta(days=29), "answered_at": now}
+        with stopwatch() as watch:
+            data = report_data(rt.datamap, request, tasks, outputs, "de", formats=("csv", "json"))
+            info = build_report(data, ctx.work_dir / "report" / "report.pdf")
+    finally:
+        rt.close()
+    return Figures(watch.seconds, rows, pages=info.pages, notes={"pdf_bytes": info.size})
 
 
 def project_dir() -> Path:

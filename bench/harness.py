@@ -51,6 +51,7 @@ class Context:
     project_dir: Path
     work_dir: Path = Path()  # a fresh, empty folder for this one run; removed afterwards
     timeout: float = 600.0
+    options: dict[str, Any] = field(default_factory=dict)  # a load case's setting (workers, rate, ...)
 
 
 @dataclass
@@ -59,6 +60,24 @@ class Figures:
     rows: int
     rss_kb: int | None = None  # peak RSS of the process that did the work, when not the case's own
     notes: dict[str, Any] = field(default_factory=dict)
+    pages: int | None = None  # of a rendered PDF
+
+
+@dataclass
+class LoadFigures:
+    """What one setting of a load case measured: ``done`` requests (completed, or answered 2xx) in
+    ``seconds``; for intake also the offered rate and the latencies (from the intended send time)."""
+
+    seconds: float
+    done: int
+    errors: int = 0
+    rows: int = 0
+    rss_kb: int | None = None
+    offered_per_s: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    max_ms: float | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -66,8 +85,14 @@ class Case:
     name: str
     run: Callable[[Context], Figures]
     description: str
-    target_ratio: float | None = None  # issue 3: at or above target_from rows
+    # The reference it is timed beside (default: COPY of the subject's rows, bench.cases.copy_floor);
+    # erasure would name a plain DELETE of the same rows.
+    floor: Callable[[Context], Figures] | None = None
+    resets_store: bool = False  # the case (or its floor) changes the store: rebuilt before every run
+    target_ratio: float | None = None  # at or above target_from rows
     target_rss_mb: float | None = None
+    target_seconds: float | None = None
+    target_pages: int | None = None
     target_from: int = 1_000_000
 
 
@@ -76,10 +101,37 @@ CASES: dict[str, Case] = {}
 
 def case(name: str, description: str, **targets: Any) -> Callable[[Callable[[Context], Figures]],
                                                                     Callable[[Context], Figures]]:
-    """Register a case under ``name`` (the order of registration is the order of the report)."""
+    """Register a per-size case under ``name`` (the order of registration is the order of the report)."""
 
     def register(func: Callable[[Context], Figures]) -> Callable[[Context], Figures]:
         CASES[name] = Case(name, func, description, **targets)
+        return func
+
+    return register
+
+
+@dataclass(frozen=True)
+class LoadCase:
+    """A case run once per setting (e.g. 1, 2 and 4 workers), not per size: throughput, latency."""
+
+    name: str
+    run: Callable[[Context], LoadFigures]
+    description: str
+    store: str | None  # "largest": the per-size store of the largest size; "many": many small subjects
+    settings: str  # the option each setting varies: "workers" or "rate"
+    target_speedup: float | None = None  # from 1 to 2 workers
+    target_p99_ms: float | None = None
+
+
+LOAD_CASES: dict[str, LoadCase] = {}
+
+
+def load_case(name: str, description: str, *, store: str | None, settings: str,
+              **targets: Any) -> Callable[[Callable[[Context], LoadFigures]], Callable[[Context], LoadFigures]]:
+    """Register a load case: run once for every value of ``settings`` (``ctx.options[settings]``)."""
+
+    def register(func: Callable[[Context], LoadFigures]) -> Callable[[Context], LoadFigures]:
+        LOAD_CASES[name] = LoadCase(name, func, description, store, settings, **targets)
         return func
 
     return register
@@ -110,6 +162,7 @@ class Measured:
     rss_mb: float  # highest peak of the runs
     runs: tuple[float, ...]
     notes: dict[str, Any]
+    pages: int | None = None
 
 
 def peak_rss_kb() -> int:
@@ -124,7 +177,7 @@ def peak_rss_kb() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
-def _child(func: Callable[[Context], Figures], ctx: Context, conn: Any) -> None:
+def _child(func: Callable[[Context], Any], ctx: Context, conn: Any) -> None:
     try:
         figures = func(ctx)
         if figures.rss_kb is None:
@@ -136,7 +189,7 @@ def _child(func: Callable[[Context], Figures], ctx: Context, conn: Any) -> None:
         conn.close()
 
 
-def run_once(func: Callable[[Context], Figures], ctx: Context) -> Figures:
+def run_once(func: Callable[[Context], Any], ctx: Context) -> Any:
     """One run of ``func`` in a spawned process, bounded by ``ctx.timeout``."""
     shutil.rmtree(ctx.work_dir, ignore_errors=True)
     ctx.work_dir.mkdir(parents=True)
@@ -163,11 +216,17 @@ def run_once(func: Callable[[Context], Figures], ctx: Context) -> Figures:
         shutil.rmtree(ctx.work_dir, ignore_errors=True)
 
 
-def measure(func: Callable[[Context], Figures], ctx: Context, repeat: int) -> Measured:
-    """Best time of ``repeat`` runs, each in a fresh process; the highest peak RSS of them."""
-    runs = [run_once(func, ctx) for _ in range(max(1, repeat))]
+def measure(func: Callable[[Context], Figures], ctx: Context, repeat: int,
+            before: Callable[[], None] | None = None) -> Measured:
+    """Best time of ``repeat`` runs, each in a fresh process; the highest peak RSS of them.
+    ``before`` runs ahead of every run (untimed): e.g. rebuild a store the case changes."""
+    runs = []
+    for _ in range(max(1, repeat)):
+        if before is not None:
+            before()
+        runs.append(run_once(func, ctx))
     best = min(runs, key=lambda f: f.seconds)
     return Measured(
         seconds=best.seconds, rows=best.rows, rss_mb=max(f.rss_kb or 0 for f in runs) / 1024,
-        runs=tuple(f.seconds for f in runs), notes=best.notes,
+        runs=tuple(f.seconds for f in runs), notes=best.notes, pages=best.pages,
     )

@@ -29,6 +29,7 @@ class Row:
     rss_mb: float
     floor_rss_mb: float
     runs: int
+    pages: int | None = None  # of the PDF a case rendered
 
     @property
     def ratio(self) -> float:
@@ -37,6 +38,38 @@ class Row:
     @property
     def rows_per_s(self) -> float:
         return self.rows / self.dsr_s if self.dsr_s > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class LoadRow:
+    """One setting of a load case: ``done`` requests in ``seconds`` (throughput = done / seconds);
+    ``speedup``: throughput over the same case's with 1 worker in the same run."""
+
+    case: str
+    setting: str  # "2 workers", "200/s offered"
+    workers: int | None
+    done: int
+    errors: int
+    seconds: float
+    rss_mb: float
+    rows: int = 0
+    speedup: float | None = None
+    offered_per_s: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    max_ms: float | None = None
+
+    @property
+    def per_s(self) -> float:
+        return self.done / self.seconds if self.seconds > 0 else 0.0
+
+
+def with_speedups(rows: list[LoadRow]) -> list[LoadRow]:
+    """Each worker count's throughput over the 1-worker throughput of the same case."""
+    from dataclasses import replace
+
+    base = {r.case: r.per_s for r in rows if r.workers == 1 and r.per_s > 0}
+    return [replace(r, speedup=r.per_s / base[r.case]) if r.workers and r.case in base else r for r in rows]
 
 
 def machine() -> dict[str, Any]:
@@ -114,18 +147,59 @@ def _common_dir(git: Path) -> Path:
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| case | size | rows | floor s | dsr s | ratio | rows/s | peak RSS MB | floor RSS MB | runs |",
-             "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    pages = any(r.pages is not None for r in rows)
+    lines = ["| case | size | rows | floor s | dsr s | ratio | rows/s | peak RSS MB | floor RSS MB | runs |"
+             + (" pages |" if pages else ""),
+             "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|" + ("--:|" if pages else "")]
     for r in rows:
         lines.append(f"| {r.case} | {r.size:,} | {r.rows:,} | {r.floor_s:.3f} | {r.dsr_s:.3f} | {r.ratio:.2f} | "
-                     f"{r.rows_per_s:,.0f} | {r.rss_mb:.0f} | {r.floor_rss_mb:.0f} | {r.runs} |")
+                     f"{r.rows_per_s:,.0f} | {r.rss_mb:.0f} | {r.floor_rss_mb:.0f} | {r.runs} |"
+                     + (f" {_opt(r.pages, '{:d}')} |" if pages else ""))
     return "\n".join(lines)
+
+
+def load_table(rows: list[LoadRow]) -> str:
+    """Throughput and latency: one line per setting; a dash where a figure does not apply."""
+    lines = ["| case | setting | done | errors | seconds | requests/s | speed-up | offered/s | p50 ms | p99 ms "
+             "| max ms | peak RSS MB |",
+             "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for r in rows:
+        lines.append(f"| {r.case} | {r.setting} | {r.done:,} | {r.errors:,} | {r.seconds:.2f} | {r.per_s:,.2f} | "
+                     f"{_opt(r.speedup, '{:.2f}x')} | {_opt(r.offered_per_s, '{:.0f}')} | "
+                     f"{_opt(r.p50_ms, '{:.1f}')} | {_opt(r.p99_ms, '{:.1f}')} | {_opt(r.max_ms, '{:.1f}')} | "
+                     f"{r.rss_mb:.0f} |")
+    return "\n".join(lines)
+
+
+def _opt(value: float | None, form: str) -> str:
+    return "-" if value is None else form.format(value)
 
 
 def history() -> list[dict[str, Any]]:
     if not RESULTS_JSON.is_file():
         return []
     return list(json.loads(RESULTS_JSON.read_text(encoding="utf-8")).get("runs", []))
+
+
+def load_regressions(rows: list[LoadRow], past: list[dict[str, Any]]) -> list[str]:
+    """Throughput and speed-up more than 20% lower, p99 more than 20% higher than last recorded."""
+    last: dict[tuple[str, str], tuple[dict[str, Any], str]] = {}
+    for run in past:
+        for r in run.get("load", []):
+            last[(r["case"], r["setting"])] = (r, run.get("date", "?"))
+    found = []
+    for r in rows:
+        before, date = last.get((r.case, r.setting), ({}, "?"))
+        for label, key, now, lower_is_worse in (("requests/s", "per_s", r.per_s, True),
+                                                ("speed-up", "speedup", r.speedup, True),
+                                                ("p99 ms", "p99_ms", r.p99_ms, False)):
+            was = before.get(key)
+            if now is None or not was:
+                continue
+            if (now < was / REGRESSION) if lower_is_worse else (now > was * REGRESSION):
+                found.append(f"REGRESSION {r.case} ({r.setting}): {label} {now:,.2f}, was {was:,.2f} on {date} "
+                             f"({(now / was - 1) * 100:+.0f}%)")
+    return found
 
 
 def regressions(rows: list[Row], past: list[dict[str, Any]]) -> list[str]:
@@ -145,7 +219,7 @@ def regressions(rows: list[Row], past: list[dict[str, Any]]) -> list[str]:
 
 
 def section(date: str, command: str, info: dict[str, Any], rows: list[Row], notes: list[str],
-            extra: list[str]) -> str:
+            extra: list[str], load: list[LoadRow] | None = None) -> str:
     m, v = info["machine"], info["versions"]
     out = [
         f"## {date}, dsr {v['dsr']} (source {v.get('source', '-')})",
@@ -156,22 +230,25 @@ def section(date: str, command: str, info: dict[str, Any], rows: list[Row], note
         f"Versions: Python {v['python']}, PostgreSQL {v['postgresql']}, Redis {v['redis']}, "
         f"SQLAlchemy {v['sqlalchemy']}, psycopg {v['psycopg']}, rq {v['rq']}.",
         "",
-        table(rows),
+        table(rows) if rows else "(no per-size case run)",
         "",
     ]
+    if load:
+        out += [load_table(load), ""]
     out += [f"- {line}" for line in [*notes, *extra]]
     return "\n".join(out).rstrip() + "\n"
 
 
 def record(date: str, command: str, info: dict[str, Any], rows: list[Row], notes: list[str],
-           extra: list[str]) -> None:
+           extra: list[str], load: list[LoadRow] | None = None) -> None:
     text = RESULTS_MD.read_text(encoding="utf-8") if RESULTS_MD.is_file() else _HEADER
-    RESULTS_MD.write_text(text.rstrip() + "\n\n" + section(date, command, info, rows, notes, extra),
+    RESULTS_MD.write_text(text.rstrip() + "\n\n" + section(date, command, info, rows, notes, extra, load),
                           encoding="utf-8")
     runs = history()
     runs.append({"date": date, "command": command, **info, "notes": notes,
                  "results": [{**asdict(r), "ratio": round(r.ratio, 4), "rows_per_s": round(r.rows_per_s)}
-                             for r in rows]})
+                             for r in rows],
+                 "load": [{**asdict(r), "per_s": round(r.per_s, 3)} for r in load or []]})
     RESULTS_JSON.write_text(json.dumps({"runs": runs}, indent=1) + "\n", encoding="utf-8")
 
 

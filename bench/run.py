@@ -1,5 +1,6 @@
 """``python -m bench.run`` (``make bench``): build the data per size, run the floor and every case,
-print the table and append it to ``bench/RESULTS.md``.
+then the load cases (scale-out on 1, 2 and 4 workers, intake at a fixed rate), print the tables and
+append them to ``bench/RESULTS.md``.
 
 Sizes and repeats come from the command line or the environment (``BENCH_SIZES=1000,10000``,
 ``BENCH_REPEAT``, ``BENCH_REPEAT_LARGE``, ``BENCH_CASES``); ``--quick`` is 1,000 and 10,000 rows.
@@ -17,14 +18,18 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from bench import cases as _cases  # registers the cases
-from bench import data, report
-from bench.harness import CASES, Context, measure, run_once
+from bench import data, intake, report, scale  # noqa: F401  (register the load cases)
+from bench.harness import CASES, LOAD_CASES, CaseFailed, Context, LoadCase, LoadFigures, measure, run_once
 
 DEFAULT_SIZES = (1_000, 10_000, 100_000, 1_000_000)
+SMALL_REQUESTS = 1000
 QUICK_SIZES = (1_000, 10_000)
 LARGE = 1_000_000  # from here on, one run per case unless --repeat-large says otherwise
+MIN_CAP = 30.0  # seconds: a setting shorter than this would measure start-up, not throughput
+SETUP_ALLOWANCE = 300.0  # seconds a load case's process may take beyond --load-timeout (submitting, starting)
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -38,12 +43,26 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--sizes", type=_ints, default=_ints(env("BENCH_SIZES", "")) or DEFAULT_SIZES,
                    help="the subject's rows, comma-separated (default 1000,10000,100000,1000000)")
     p.add_argument("--quick", action="store_true", help="sizes 1000,10000")
-    p.add_argument("--cases", default=env("BENCH_CASES", ",".join(CASES)),
-                   help=f"comma-separated, of: {', '.join(CASES)}")
+    every = [*CASES, *LOAD_CASES]
+    p.add_argument("--cases", default=env("BENCH_CASES", ",".join(every)),
+                   help=f"comma-separated, of: {', '.join(every)} (default: all)")
     p.add_argument("--repeat", type=int, default=int(env("BENCH_REPEAT", "3")),
                    help="runs per case below 1,000,000 rows; the best time counts (default 3)")
     p.add_argument("--repeat-large", type=int, default=int(env("BENCH_REPEAT_LARGE", "1")),
                    help="runs per case from 1,000,000 rows (default 1)")
+    p.add_argument("--workers", type=_ints, default=_ints(env("BENCH_WORKERS", "1,2,4")),
+                   help="scale-out: numbers of `dsr worker` processes (default 1,2,4)")
+    p.add_argument("--scale-size", type=int, default=None,
+                   help="scale_one_request: the subject's rows (default: the largest of --sizes)")
+    p.add_argument("--small-requests", type=int, default=int(env("BENCH_SMALL_REQUESTS", str(SMALL_REQUESTS))),
+                   help=f"scale_small_requests: requests (subjects) per worker count (default {SMALL_REQUESTS})")
+    p.add_argument("--small-rows", type=int, default=100, help="usage records of each small subject (default 100)")
+    p.add_argument("--rate", type=float, default=float(env("BENCH_RATE", "200")),
+                   help="intake: submissions per second offered (default 200)")
+    p.add_argument("--duration", type=float, default=float(env("BENCH_DURATION", "15")),
+                   help="intake: seconds of offered load (default 15)")
+    p.add_argument("--load-timeout", type=float, default=300.0,
+                   help="seconds one setting of a load case may work before it is cut off (default 300)")
     p.add_argument("--subjects", type=int, default=20, help="accounts in the store (default 20)")
     p.add_argument("--other-rows", type=int, default=1000, help="usage records of every other account (default 1000)")
     p.add_argument("--pg-url", default=env("BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"),
@@ -62,9 +81,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if args.quick:
         args.sizes = QUICK_SIZES
     args.cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = [c for c in args.cases if c not in CASES]
+    unknown = [c for c in args.cases if c not in CASES and c not in LOAD_CASES]
     if unknown:
-        p.error(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(CASES)}")
+        p.error(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(every)}")
+    if args.small_requests < 1 or not args.workers or min(args.workers) < 1 or args.rate <= 0 or args.duration <= 0:
+        p.error("--small-requests, --workers, --rate and --duration must be positive")
+    args.load = [c for c in args.cases if c in LOAD_CASES]
+    args.cases = [c for c in args.cases if c in CASES]
+    args.scale_size = args.scale_size or max(args.sizes)
     return args
 
 
@@ -85,29 +109,47 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="dsr-bench-"))
     queue = f"dsr-bench-{uuid.uuid4().hex[:8]}"
     info = {"machine": report.machine(), "versions": report.versions(dbs.server_version(), _redis_version(args))}
-    print(f"dsr bench: sizes {', '.join(f'{s:,}' for s in args.sizes)}; cases {', '.join(args.cases)}; "
-          f"{info['machine']['cores']} cores, {info['machine']['memory_gib']} GiB", flush=True)
+    print(f"dsr bench: sizes {', '.join(f'{s:,}' for s in args.sizes)}; cases "
+          f"{', '.join([*args.cases, *args.load])}; {info['machine']['cores']} cores, "
+          f"{info['machine']['memory_gib']} GiB", flush=True)
     rows: list[report.Row] = []
+    load: list[report.LoadRow] = []
     notes: list[str] = []
     try:
-        if "access_end_to_end" in args.cases:
-            from dsr.migrate import upgrade
+        from dsr.migrate import upgrade
 
-            dbs.recreate(dbs.meta_name)
-            upgrade(dbs.meta_url)
+        dbs.recreate(dbs.meta_name)
+        upgrade(dbs.meta_url)
         dbs.recreate(dbs.store_name)
         logs = scratch / "logs"
         data.build_logs(logs, args.subjects)
         datamap, dropped = data.local_datamap(scratch / "datamap.yaml")
-        if dropped and "access_end_to_end" in args.cases:
-            notes.append(f"access_end_to_end: the default data map without the processor store(s) "
+        if dropped:
+            notes.append(f"end-to-end, PDF and load cases: the default data map without the processor store(s) "
                          f"{', '.join(dropped)} (they answer on the processor's schedule, not dsr's)")
-        for size in args.sizes:
+        base = Context(size=0, store_url=dbs.store_url, subject_email=data.SUBJECT, subject_key=0, floor_queries=(),
+                       meta_url=dbs.meta_url, redis_url=args.redis_url, queue=queue, log_dir=logs,
+                       media_dir=scratch / "media", datamap=datamap, project_dir=_cases.project_dir(),
+                       work_dir=scratch / "run", timeout=args.timeout)
+        largest = [LOAD_CASES[n] for n in args.load if LOAD_CASES[n].store == "largest"]
+        for size in args.sizes if args.cases else ():
             if time.monotonic() - started > args.budget:
                 notes.append(f"size {size:,} skipped: the budget of {args.budget:.0f} s was spent")
                 print(notes[-1], flush=True)
                 continue
-            rows += _one_size(args, dbs, scratch, logs, datamap, queue, size, notes)
+            ctx = _build(args, dbs, base, size, notes)
+            rows += _one_size(args, ctx, notes)
+            if size == args.scale_size and largest:
+                load += _load(args, ctx, largest, notes, started)
+                largest = []
+        if largest:  # the scale-out size was not among the sizes run
+            load += _load(args, _build(args, dbs, base, args.scale_size, notes), largest, notes, started)
+        alone = [LOAD_CASES[n] for n in args.load if LOAD_CASES[n].store is None]
+        if alone:
+            load += _load(args, base, alone, notes, started)
+        many = [LOAD_CASES[n] for n in args.load if LOAD_CASES[n].store == "many"]  # the longest: last
+        if many:
+            load += _load(args, _build_many(args, dbs, base, notes), many, notes, started)
     finally:
         _purge(args.redis_url, queue)
         if not args.keep:
@@ -117,52 +159,123 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(scratch, ignore_errors=True)
 
     elapsed = time.monotonic() - started
-    flagged = report.regressions(rows, report.history()) + _targets(rows)
+    load = report.with_speedups(load)
+    past = report.history()
+    flagged = (report.regressions(rows, past) + report.load_regressions(load, past) + _targets(rows)
+               + _load_targets(load))
     notes.append(f"total time of the run {elapsed:.0f} s")
-    print("\n" + report.table(rows) + "\n")
+    if rows:
+        print("\n" + report.table(rows))
+    if load:
+        print("\n" + report.load_table(load))
+    print()
     for line in flagged:
         print(line)
     print(f"total {elapsed:.0f} s")
     if not args.no_record:
-        report.record(report.now(), command(argv), info, rows, notes, flagged)
+        report.record(report.now(), command(argv), info, rows, notes, flagged, load)
         print(f"appended to {report.RESULTS_MD} and {report.RESULTS_JSON.name}")
     return 1 if flagged and args.fail_on_regression else 0
 
 
-def _one_size(args: argparse.Namespace, dbs: data.Databases, scratch: Path, logs: Path, datamap: Path, queue: str,
-              size: int, notes: list[str]) -> list[report.Row]:
-    media = scratch / "media"
-    built = data.build_store(dbs.store_url, size, args.subjects, args.other_rows, media)
-    os.environ["DSR_PORTAL_DB_URL"] = dbs.store_url  # the data map's URL of portal_db (only read, not used)
+def _build(args: argparse.Namespace, dbs: data.Databases, base: Context, size: int, notes: list[str]) -> Context:
+    """The store with one subject of ``size`` rows among ``--subjects`` accounts."""
+    built = data.build_store(dbs.store_url, size, args.subjects, args.other_rows, base.media_dir)
+    total = sum(built.counts.values())
+    notes.append(f"{size:,}: store of {total:,} rows ({args.subjects} accounts), built in {built.seconds:.1f} s")
+    print(f"\n{size:,} rows: store of {total:,} rows built in {built.seconds:.1f} s", flush=True)
+    return replace(base, size=size, subject_key=built.subject_key,
+                   floor_queries=data.floor_queries(_portal_store(dbs.store_url, base.work_dir.parent),
+                                                    built.subject_key))
+
+
+def _build_many(args: argparse.Namespace, dbs: data.Databases, base: Context, notes: list[str]) -> Context:
+    """The store of many small subjects: ``--small-requests`` accounts of ``--small-rows`` rows each."""
+    n, rows = args.small_requests, args.small_rows
+    built = data.build_store(dbs.store_url, rows, n, rows, base.media_dir)
+    total = sum(built.counts.values())
+    notes.append(f"small requests: store of {total:,} rows ({n:,} accounts of {rows} usage records), "
+                 f"built in {built.seconds:.1f} s")
+    print(f"\n{n:,} subjects of {rows} rows: store of {total:,} rows built in {built.seconds:.1f} s", flush=True)
+    return replace(base, size=rows, subject_key=built.subject_key)
+
+
+def _portal_store(store_url: str, scratch: Path) -> Any:
+    os.environ["DSR_PORTAL_DB_URL"] = store_url  # the data map's URL of portal_db (only read, not used)
     from dsr.config import DEFAULT_DATAMAP
     from dsr.datamap import load
     from dsr.stores import validate_store
 
-    store = load(DEFAULT_DATAMAP, instance_dir=scratch, validate_store=validate_store).stores["portal_db"]
-    ctx = Context(size=size, store_url=dbs.store_url, subject_email=data.SUBJECT, subject_key=built.subject_key,
-                  floor_queries=data.floor_queries(store, built.subject_key), meta_url=dbs.meta_url,
-                  redis_url=args.redis_url, queue=queue, log_dir=logs, media_dir=media, datamap=datamap,
-                  project_dir=_cases.project_dir(), work_dir=scratch / "run", timeout=args.timeout)
-    total = sum(built.counts.values())
-    notes.append(f"{size:,}: store of {total:,} rows ({args.subjects} accounts), built in {built.seconds:.1f} s")
-    print(f"\n{size:,} rows: store of {total:,} rows built in {built.seconds:.1f} s", flush=True)
-    repeat = args.repeat_large if size >= LARGE else args.repeat
-    run_once(_cases.copy_floor, replace(ctx, work_dir=scratch / "warm-up"))  # caches warm for whoever is first
+    return load(DEFAULT_DATAMAP, instance_dir=scratch, validate_store=validate_store).stores["portal_db"]
+
+
+def _settings(args: argparse.Namespace, spec: LoadCase) -> list[tuple[str, dict[str, Any]]]:
+    common = {"small_requests": args.small_requests, "duration": args.duration}
+    if spec.settings == "workers":
+        return [(f"{k} worker{'s' if k > 1 else ''}", {**common, "workers": k}) for k in args.workers]
+    return [(f"{args.rate:g}/s offered", {**common, "rate": args.rate})]
+
+
+def _load(args: argparse.Namespace, ctx: Context, specs: list[LoadCase], notes: list[str],
+          started: float) -> list[report.LoadRow]:
+    """Every setting of each load case, once, each in a fresh process bounded by --load-timeout."""
+    out = []
+    for spec in specs:
+        for setting, options in _settings(args, spec):
+            if time.monotonic() - started > args.budget:
+                notes.append(f"{spec.name} ({setting}) skipped: the budget of {args.budget:.0f} s was spent")
+                print(notes[-1], flush=True)
+                continue
+            # Cut off at --load-timeout, or sooner when the run's budget (plus a minute) would be spent.
+            cap = min(args.load_timeout, max(MIN_CAP, started + args.budget + 60 - time.monotonic()))
+            print(f"  {spec.name} ({setting}) ...", flush=True)
+            run = replace(ctx, options={**options, "cap": cap}, timeout=cap + SETUP_ALLOWANCE)
+            try:
+                f: LoadFigures = run_once(spec.run, run)
+            except CaseFailed as exc:
+                notes.append(f"FAILED {spec.name} ({setting}): {str(exc).splitlines()[0]}")
+                print(f"  {notes[-1]}\n{exc}", flush=True)
+                continue
+            row = report.LoadRow(spec.name, setting, options.get("workers"), f.done, f.errors, f.seconds,
+                                 (f.rss_kb or 0) / 1024, f.rows, None, f.offered_per_s, f.p50_ms, f.p99_ms, f.max_ms)
+            latency = f", p50 {f.p50_ms:.1f} ms, p99 {f.p99_ms:.1f} ms" if f.p99_ms is not None else ""
+            print(f"  {spec.name} ({setting}): {f.done:,} done, {f.errors:,} errors in {f.seconds:.2f} s: "
+                  f"{row.per_s:,.2f}/s{latency}", flush=True)
+            notes.extend(f"{spec.name} ({setting}): {note}" for note in f.notes.get("report", []))
+            out.append(row)
+    return out
+
+
+def _one_size(args: argparse.Namespace, ctx: Context, notes: list[str]) -> list[report.Row]:
+    repeat = args.repeat_large if ctx.size >= LARGE else args.repeat
+    run_once(_cases.copy_floor, replace(ctx, work_dir=ctx.work_dir.parent / "warm-up"))  # caches warm for the first
     out = []
     for name in args.cases:
+        spec = CASES[name]
+        floor_of = spec.floor or _cases.copy_floor
+        # A case that changes the store (erasure) gets it rebuilt, untimed, before each run and its floor's.
+        before = (lambda: _rebuild(args, ctx)) if spec.resets_store else None
         # The floor again right before each case, as often: a busy moment of the machine hits both alike.
-        floor = measure(_cases.copy_floor, ctx, repeat)
-        print(f"  {'copy floor':<20} {floor.seconds:8.3f} s  {floor.rows:>10,} rows  {floor.rss_mb:6.0f} MB",
-              flush=True)
-        m = measure(CASES[name].run, ctx, repeat)
-        row = report.Row(name, size, m.rows, floor.seconds, m.seconds, m.rss_mb, floor.rss_mb, len(m.runs))
-        print(f"  {name:<20} {m.seconds:8.3f} s  {m.rows:>10,} rows  {m.rss_mb:6.0f} MB  ratio {row.ratio:.2f}",
+        floor = measure(floor_of, ctx, repeat, before)
+        label = "copy floor" if floor_of is _cases.copy_floor else floor_of.__name__
+        print(f"  {label:<20} {floor.seconds:8.3f} s  {floor.rows:>10,} rows  {floor.rss_mb:6.0f} MB", flush=True)
+        m = measure(spec.run, ctx, repeat, before)
+        row = report.Row(name, ctx.size, m.rows, floor.seconds, m.seconds, m.rss_mb, floor.rss_mb, len(m.runs),
+                         m.pages)
+        pages = f"  {m.pages} pages" if m.pages is not None else ""
+        print(f"  {name:<20} {m.seconds:8.3f} s  {m.rows:>10,} rows  {m.rss_mb:6.0f} MB  ratio {row.ratio:.2f}{pages}",
               flush=True)
         if m.rows != floor.rows:
-            notes.append(f"ROWS DIFFER {name} at {size:,}: {m.rows:,} exported, the floor {floor.rows:,}")
+            notes.append(f"ROWS DIFFER {name} at {ctx.size:,}: {m.rows:,} exported, the floor {floor.rows:,}")
             print("  " + notes[-1], flush=True)
         out.append(row)
     return out
+
+
+def _rebuild(args: argparse.Namespace, ctx: Context) -> None:
+    built = data.build_store(ctx.store_url, ctx.size, args.subjects, args.other_rows, ctx.media_dir)
+    if built.subject_key != ctx.subject_key:
+        raise SystemExit("the rebuilt store gave the subject another key: the floor's queries would miss")
 
 
 def _targets(rows: list[report.Row]) -> list[str]:
@@ -176,6 +289,25 @@ def _targets(rows: list[report.Row]) -> list[str]:
         if spec.target_rss_mb is not None and r.rss_mb >= spec.target_rss_mb:
             missed.append(f"TARGET MISSED {r.case} at {r.size:,} rows: peak RSS {r.rss_mb:.0f} MB "
                           f">= {spec.target_rss_mb:.0f} MB")
+        if spec.target_seconds is not None and r.dsr_s >= spec.target_seconds:
+            missed.append(f"TARGET MISSED {r.case} at {r.size:,} rows: {r.dsr_s:.1f} s >= {spec.target_seconds:.0f} s")
+        if spec.target_pages is not None and r.pages is not None and r.pages >= spec.target_pages:
+            missed.append(f"TARGET MISSED {r.case} at {r.size:,} rows: {r.pages} pages >= {spec.target_pages}")
+    return missed
+
+
+def _load_targets(rows: list[report.LoadRow]) -> list[str]:
+    missed = []
+    for r in rows:
+        spec = LOAD_CASES[r.case]
+        if spec.target_speedup is not None and r.workers == 2 and r.speedup is not None \
+                and r.speedup < spec.target_speedup:
+            missed.append(f"TARGET MISSED {r.case}: speed-up {r.speedup:.2f}x from 1 to 2 workers "
+                          f"< {spec.target_speedup:.1f}x")
+        if spec.target_p99_ms is not None and r.p99_ms is not None and r.p99_ms >= spec.target_p99_ms:
+            missed.append(f"TARGET MISSED {r.case} ({r.setting}): p99 {r.p99_ms:.1f} ms >= {spec.target_p99_ms:.0f} ms")
+        if r.errors:
+            missed.append(f"ERRORS {r.case} ({r.setting}): {r.errors:,} of {r.done + r.errors:,} requests failed")
     return missed
 
 
