@@ -33,6 +33,39 @@ def copy_floor(ctx: Context) -> Figures:
     return Figures(watch.seconds, rows)
 
 
+def delete_floor(ctx: Context) -> Figures:
+    """The floor of erasure: ``DELETE`` of the subject's rows (the floor's own ``WHERE``) in every table
+    of the store, and of the rows of other tables that reference them (e.g. the media index), the
+    referencing tables first, in one transaction, committed. A case timed beside it changes the store,
+    so it registers with ``resets_store=True`` (see bench/README.md)."""
+    import psycopg
+    from sqlalchemy import MetaData, create_engine
+    from sqlalchemy.engine import make_url
+
+    engine = create_engine(ctx.store_url)
+    reflected = MetaData()
+    reflected.reflect(engine)
+    engine.dispose()
+    where = {name: query.split(" WHERE ", 1)[1] for name, query in ctx.floor_queries}
+    for table in reflected.sorted_tables:  # parents first: a child's condition names its parent's
+        if table.name in where:
+            continue
+        parents = [fk for fk in table.foreign_keys if fk.column.table.name in where]
+        refs = [f'"{fk.parent.name}" IN (SELECT "{fk.column.name}" FROM "{fk.column.table.name}" '  # noqa: S608
+                f'WHERE {where[fk.column.table.name]})' for fk in parents]
+        if refs:
+            where[table.name] = " OR ".join(refs)
+    statements = [f'DELETE FROM "{t.name}" WHERE {where[t.name]}'  # noqa: S608  (names from the catalog)
+                  for t in reversed(reflected.sorted_tables) if t.name in where]
+    dsn = make_url(ctx.store_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    rows = 0
+    with psycopg.connect(dsn) as conn, stopwatch() as watch, conn.transaction(), conn.cursor() as cursor:
+        for statement in statements:
+            cursor.execute(statement)
+            rows += cursor.rowcount
+    return Figures(watch.seconds, rows)
+
+
 def _portal_store(ctx: Context) -> Any:
     os.environ["DSR_PORTAL_DB_URL"] = ctx.store_url
     from dsr.config import DEFAULT_DATAMAP

@@ -259,15 +259,24 @@ def now() -> str:
 _HEADER = """# Benchmark results
 
 Appended by `make bench` (`python -m bench.run`, see `bench/README.md`), newest last; the same
-figures are in `results.json`, from which the next run reads the previous ratios. **floor** is
+figures are in `results.json`, from which the next run reads the previous ones. **floor** is
 PostgreSQL's own `COPY (SELECT * FROM t WHERE <the subject's rows>) TO STDOUT (FORMAT csv)` read
 through psycopg into a file, summed over the store's tables, measured in the same run; **ratio** is
 dsr's time over the floor's; **rows** are the subject's rows in the SQL store; **peak RSS** is
 the measuring process's own high-water mark (VmHWM), for the end-to-end case the `dsr worker`
 process with its work horses. Times are the best of **runs** runs, each in a fresh process; the
-floor is measured as often, right before each case.
+floor is measured as often, right before each case. **pages**: of the PDF report (`pdf_report`).
+
+The second table (from the run that added it on) holds the load cases, each setting run once:
+**done** requests (completed, or answered 202 for intake) and **errors** in **seconds**,
+**requests/s** = done / seconds, **speed-up** = requests/s over the same case's on 1 worker,
+**offered/s** the fixed rate of intake, **p50/p99/max ms** its latencies from each submission's due
+time (open loop), **peak RSS** of the workers (or gunicorn).
 
 **source** is a digest of `dsr/`, `workers/` and `migrations/` as measured (uncommitted changes
-included), next to the commit. Targets (issue 3): `collect_sql` at 1,000,000 rows within 2x the
-floor and under 300 MB.
+included), next to the commit. Targets: `collect_sql` at 1,000,000 rows within 2x the floor and
+under 300 MB (issue 3); `pdf_report` at 1,000,000 rows under 10 s and 100 pages (issue 4);
+`scale_small_requests` at least 1.7x from 1 to 2 workers, `intake` p99 under 100 ms at 200/s on 2
+cores (issue 5).
+
 """
