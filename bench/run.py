@@ -148,8 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         if alone:
             load += _load(args, base, alone, notes, started)
         many = [LOAD_CASES[n] for n in args.load if LOAD_CASES[n].store == "many"]  # the longest: last
-        if many:
+        if many and time.monotonic() - started <= args.budget:
             load += _load(args, _build_many(args, dbs, base, notes), many, notes, started)
+        elif many:
+            notes.append(f"{', '.join(c.name for c in many)} skipped: the budget of {args.budget:.0f} s was spent")
+            print(notes[-1], flush=True)
     finally:
         _purge(args.redis_url, queue)
         if not args.keep:
