@@ -22,6 +22,7 @@ from __future__ import annotations
 import multiprocessing
 import resource
 import shutil
+import signal
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -177,7 +178,18 @@ def peak_rss_kb() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM ends the process through SystemExit, so ``finally`` blocks stop what it started
+    (workers, gunicorn) and drop what it made."""
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def _child(func: Callable[[Context], Any], ctx: Context, conn: Any) -> None:
+    exit_on_sigterm()
     try:
         figures = func(ctx)
         if figures.rss_kb is None:
@@ -197,17 +209,21 @@ def run_once(func: Callable[[Context], Any], ctx: Context) -> Any:
     process = SPAWN.Process(target=_child, args=(func, ctx, send), daemon=True)
     process.start()
     send.close()
+    answered = False
     try:
         if not receive.poll(ctx.timeout):
             raise CaseFailed(f"{func.__name__} gave no answer within {ctx.timeout:.0f} s")
         try:
             status, payload = receive.recv()
+            answered = True
         except EOFError:
             raise CaseFailed(f"{func.__name__}: its process died (exit code {process.exitcode})") from None
         if status != "ok":
             raise CaseFailed(f"{func.__name__} failed:\n{payload}")
         return payload
     finally:
+        if not answered and process.is_alive():
+            process.terminate()  # cut off (timeout, or the run itself was stopped): it cleans up, see _child
         process.join(30)
         if process.is_alive():
             process.kill()

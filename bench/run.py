@@ -22,7 +22,17 @@ from typing import Any
 
 from bench import cases as _cases  # registers the cases
 from bench import data, intake, report, scale  # noqa: F401  (register the load cases)
-from bench.harness import CASES, LOAD_CASES, CaseFailed, Context, LoadCase, LoadFigures, measure, run_once
+from bench.harness import (
+    CASES,
+    LOAD_CASES,
+    CaseFailed,
+    Context,
+    LoadCase,
+    LoadFigures,
+    exit_on_sigterm,
+    measure,
+    run_once,
+)
 
 DEFAULT_SIZES = (1_000, 10_000, 100_000, 1_000_000)
 SMALL_REQUESTS = 50  # 1,000 (issue 5) once a small request costs well under a second: see bench/README.md
@@ -102,6 +112,7 @@ def command(argv: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
+    exit_on_sigterm()  # a stopped run still purges its queue and drops its databases
     data.require_loopback(args.pg_url, "PostgreSQL")
     data.require_loopback(args.redis_url.replace("redis://", "postgresql://", 1), "Redis")
     started = time.monotonic()
