@@ -142,16 +142,16 @@ class Processes:
         assert self.gate is not None
         self.gate.touch()
 
-    def wait_workers(self, connection: Any, queue: Any) -> None:
-        """Until every ``dsr worker`` has registered with RQ on ``queue``."""
+    def wait_workers(self, connection: Any, queue: Any, count: int | None = None) -> None:
+        """Until ``count`` (default: every) ``dsr worker`` has registered with RQ on ``queue``."""
         from rq import Worker
 
         deadline = time.monotonic() + START_WAIT
-        while len(Worker.all(connection=connection, queue=queue)) < len(self.processes):
+        while len(Worker.all(connection=connection, queue=queue)) < (count or len(self.processes)):
             self.check()
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the dsr workers did not start within {START_WAIT:.0f} s\n{self.tail()}")
-            time.sleep(0.02)
+            time.sleep(0.01)
 
     def stop(self) -> None:
         """SIGTERM (RQ: warm shutdown, gunicorn: graceful), bounded; then SIGKILL."""
