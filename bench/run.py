@@ -281,8 +281,11 @@ def _one_size(args: argparse.Namespace, ctx: Context, notes: list[str]) -> list[
         row = report.Row(name, ctx.size, m.rows, floor.seconds, m.seconds, m.rss_mb, floor.rss_mb, len(m.runs),
                          m.pages)
         pages = f"  {m.pages} pages" if m.pages is not None else ""
+        pages += f"  (CPU {m.notes['cpu_s']:.3f} s)" if "cpu_s" in m.notes else ""
         print(f"  {name:<20} {m.seconds:8.3f} s  {m.rows:>10,} rows  {m.rss_mb:6.0f} MB  ratio {row.ratio:.2f}{pages}",
               flush=True)
+        if "cpu_s" in m.notes:
+            notes.append(f"{name} at {ctx.size:,}: {m.notes['cpu_s']:.2f} s CPU of {m.seconds:.2f} s")
         if m.rows != floor.rows:
             notes.append(f"ROWS DIFFER {name} at {ctx.size:,}: {m.rows:,} exported, the floor {floor.rows:,}")
             print("  " + notes[-1], flush=True)
