@@ -35,7 +35,7 @@ from bench.harness import (
 )
 
 DEFAULT_SIZES = (1_000, 10_000, 100_000, 1_000_000)
-SMALL_REQUESTS = 50  # 1,000 (issue 5) once a small request costs well under a second: see bench/README.md
+SMALL_REQUESTS = 20  # 1,000 (issue 5) once a small request costs well under a second: see bench/README.md
 QUICK_SIZES = (1_000, 10_000)
 LARGE = 1_000_000  # from here on, one run per case unless --repeat-large says otherwise
 MIN_CAP = 30.0  # seconds: a setting shorter than this would measure start-up, not throughput
