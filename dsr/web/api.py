@@ -81,9 +81,8 @@ class Requests(MethodView):
                                     rt.settings.password_protect_packages)
         submission = intake.Submission(RequestType(data["type"]), data["email"], data["locale"], data["details"],
                                        password_protected=protected)
-        with rt.sessions.begin() as session:
-            request = intake.submit(session, submission, received_at=utcnow(), policy=rt.deadlines,
-                                    datamap_version=rt.datamap.version)
+        request = intake.receive(rt.sessions, submission, received_at=utcnow(), policy=rt.deadlines,
+                                 datamap_version=rt.datamap.version)
         return {"id": request.id, "reference": request.reference, "status": request.status,
                 "due_at": request.due_at}
 
