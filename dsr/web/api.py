@@ -38,6 +38,7 @@ BEARER: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 UNAUTHORIZED = "Missing or invalid token"
 NO_REQUEST = "No such request"
 JSON_TYPES = ("application/json",)
+SUBMIT_REQUEST = SubmitRequestSchema()  # one instance: webargs would build one per request from the class
 
 
 MULTIPART_ENDPOINTS = ("api.CompleteTask",)  # these take files as evidence
@@ -71,7 +72,7 @@ def _signer() -> LinkSigner:
 
 @blp.route("/requests")
 class Requests(MethodView):
-    @blp.arguments(SubmitRequestSchema)
+    @blp.arguments(SUBMIT_REQUEST)
     @blp.response(202, SubmittedSchema)
     @blp.alt_response(422, description="Invalid input: each bad field is named under errors.json")
     def post(self, data: dict[str, Any]) -> dict[str, Any]:
