@@ -26,7 +26,9 @@ from dsr.models import ReferenceCounter
 
 def next_reference(session: Session, year: int) -> str:
     # One atomic upsert: concurrent intakes each get their own number (row lock on PostgreSQL,
-    # the database write lock on SQLite), without a read-then-write race.
+    # the database write lock on SQLite), without a read-then-write race. Intake on PostgreSQL
+    # counts inside its one statement instead (``counted``), locking the audit head first: a
+    # caller that takes this counter and then the head could deadlock with it.
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     upsert = insert(ReferenceCounter).values(year=year, value=1).on_conflict_do_update(
