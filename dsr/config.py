@@ -60,6 +60,7 @@ class Settings:
     download_link_ttl_seconds: int = 7 * 24 * 3600
     download_limit: int = 5
     password_protect_packages: bool = False
+    report_preview_rows: int = 10
     embedded_worker: bool = True
     retry_intervals: tuple[int, ...] = (10, 60, 300)
     processor_deadline_days: int = 10
@@ -126,11 +127,14 @@ class Settings:
             download_link_ttl_seconds=integer("DSR_DOWNLOAD_LINK_TTL", 7 * 24 * 3600),
             download_limit=integer("DSR_DOWNLOAD_LIMIT", 5),
             password_protect_packages=boolean("DSR_PASSWORD_PROTECT_PACKAGES", False),
+            report_preview_rows=integer("DSR_REPORT_PREVIEW_ROWS", 10),
             embedded_worker=(get("DSR_EMBEDDED_WORKER") or "1").lower() not in ("0", "false", "no", "off"),
             retry_intervals=_intervals(get("DSR_JOB_RETRY_INTERVALS")),
             processor_deadline_days=integer("DSR_PROCESSOR_DEADLINE_DAYS", 10),
             base_url=get("DSR_BASE_URL"),
         )
+        if not 0 <= settings.report_preview_rows <= 100:
+            raise ConfigError(f"DSR_REPORT_PREVIEW_ROWS must be between 0 and 100, got {settings.report_preview_rows}")
         return replace(settings, **overrides) if overrides else settings  # type: ignore[arg-type]
 
     def checked(self) -> Settings:

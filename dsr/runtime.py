@@ -20,7 +20,7 @@ from dsr.config import Settings
 from dsr.db import make_engine, make_session_factory
 from dsr.domain.deadlines import DeadlinePolicy
 from dsr.domain.holidays import HolidayCalendar
-from dsr.domain.packaging import Storage
+from dsr.domain.packaging import ReportOptions, Storage
 from dsr.exports.sealed import storage_key
 from dsr.outbox import Dispatcher, install
 from dsr.stores import Connector, ConnectorContext, StoreUnavailable, Subject, connector_class, validate_store
@@ -46,6 +46,10 @@ class Runtime:
     @property
     def artifact_ttl(self) -> timedelta:
         return timedelta(days=self.settings.artifact_ttl_days)
+
+    @property
+    def report_options(self) -> ReportOptions:
+        return ReportOptions(preview_rows=self.settings.report_preview_rows, timezone=self.settings.timezone)
 
     def connector(self, store: str) -> Connector:
         if store not in self._connectors:

@@ -37,5 +37,5 @@ def collect(task_id: str, after_attempt: int | None = None) -> str:
 def assemble(request_id: str) -> str:
     rt = current()
     request = fulfilment.assemble(rt.sessions, rt.datamap, rt.storage, uuid.UUID(request_id),
-                                  artifact_ttl=rt.artifact_ttl, seal_key=rt.seal_key)
+                                  artifact_ttl=rt.artifact_ttl, seal_key=rt.seal_key, report=rt.report_options)
     return f"{request.reference}: {request.status}"

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dsr.datamap import Category, DataMap, FieldRule
 from dsr.domain import audit, delivery, work
 from dsr.domain.errors import DomainError, InvalidTransition, NotFound
-from dsr.domain.packaging import Storage, build_package
+from dsr.domain.packaging import ReportOptions, Storage, build_package
 from dsr.exports.csv_files import CsvDirectorySink
 from dsr.exports.disclosure import DisclosingSink
 from dsr.models import Artifact, Request, RequestStatus, RequestType, Task, TaskStatus, utcnow
@@ -297,6 +297,7 @@ def _fail(sessions: sessionmaker[Session], task_id: uuid.UUID, attempt: int, exc
 def assemble(
     sessions: sessionmaker[Session], datamap: DataMap, storage: Storage, request_id: uuid.UUID,
     *, artifact_ttl: timedelta, seal_key: bytes, now: datetime | None = None,
+    report: ReportOptions | None = None,
 ) -> Request:
     """Once every task has ended: package what was collected, or mark the request failed."""
     now = now or utcnow()
@@ -319,7 +320,7 @@ def assemble(
             })
             return request
         password = delivery.password_for(request)
-        package = build_package(request, tasks, datamap, storage, now, seal_key, password)
+        package = build_package(request, tasks, datamap, storage, now, seal_key, password, report or ReportOptions())
         artifact_id = uuid.uuid4()
         session.add(Artifact(
             id=artifact_id, request_id=request_id, kind="package", filename=f"{request.reference}.zip",

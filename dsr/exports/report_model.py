@@ -20,7 +20,7 @@ from dsr.exports.csv_files import _safe as package_name
 from dsr.exports.csv_files import unguarded  # the file names CsvDirectorySink gives tables
 
 LOCALES = ("de", "en")
-PREVIEW_ROWS = 25
+PREVIEW_ROWS = 10
 # The CSV writer puts a quote before a value a spreadsheet would run as a formula (csv_files.cell);
 # the report is not a spreadsheet, so it shows the value as stored.
 

@@ -67,10 +67,18 @@ def test_development_needs_nothing(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["DSR_TARGET_BUFFER_DAYS", "DSR_ARTIFACT_TTL_DAYS", "DSR_DOWNLOAD_LINK_TTL",
-                                  "DSR_PROCESSOR_DEADLINE_DAYS"])
+                                  "DSR_PROCESSOR_DEADLINE_DAYS", "DSR_REPORT_PREVIEW_ROWS"])
 def test_a_bad_integer_names_its_variable(name):
     with pytest.raises(ConfigError, match=f"{name} must be a whole number.*'five'"):
         Settings.from_env({name: "five"})
+
+
+@pytest.mark.parametrize("value", ["-1", "101"])
+def test_report_preview_rows_must_be_between_0_and_100(value):
+    with pytest.raises(ConfigError, match=f"DSR_REPORT_PREVIEW_ROWS must be between 0 and 100, got {value}"):
+        Settings.from_env({"DSR_REPORT_PREVIEW_ROWS": value})
+    assert Settings.from_env({}).report_preview_rows == 10
+    assert Settings.from_env({"DSR_REPORT_PREVIEW_ROWS": "0"}).report_preview_rows == 0
 
 
 @pytest.mark.parametrize("raw", ["5,x", "10;20", "-5"])

@@ -8,10 +8,11 @@ import json
 import zipfile
 
 import jsonschema
+from pypdf import PdfReader
 
 from dsr.exports.csv_files import unguarded
 from dsr.exports.json_files import records
-from tests.helpers import submit
+from tests.helpers import dpo_auth, submit, work_off
 
 
 def test_every_table_comes_as_csv_and_json_with_schema_and_dictionary(client, auth, run_jobs):
@@ -45,3 +46,20 @@ def test_every_table_comes_as_csv_and_json_with_schema_and_dictionary(client, au
         assert manifest["report"]["pages"] > 2
         listed = {f["path"] for f in manifest["files"]}
         assert listed == names - {"manifest.json"}
+
+
+def test_the_report_shows_as_many_rows_as_configured_in_the_configured_time_zone(make_app):
+    """DSR_REPORT_PREVIEW_ROWS and DSR_TIMEZONE reach the report the worker renders (beside the packing)."""
+    app = make_app(report_preview_rows=2, timezone="UTC")
+    client, auth = app.test_client(), dpo_auth(app)
+    created = submit(client, locale="en")
+    client.post(f"/api/v1/requests/{created['id']}/verify", headers=auth)
+    work_off(app)
+    url = client.get(f"/api/v1/requests/{created['id']}/artifacts", headers=auth).get_json()[0]["download_url"]
+    with zipfile.ZipFile(io.BytesIO(client.get(url.replace("http://localhost", "")).data)) as package:
+        text = " ".join(" ".join((p.extract_text() or "").split())
+                        for p in PdfReader(io.BytesIO(package.read("report.pdf"))).pages)
+        calls = list(csv.DictReader(io.StringIO(package.read("portal_db/call_records.csv").decode("utf-8-sig"))))
+    assert "shows the first 2 records of each table" in text
+    assert len(calls) > 2 and f"{len(calls) - 2:,} more rows in portal_db/call_records.csv" in text
+    assert "(UTC)" in text and "(CET)" not in text and "(CEST)" not in text

@@ -22,12 +22,20 @@ from pypdf import PdfReader
 from dsr.config import DEFAULT_DATAMAP
 from dsr.datamap import DataMap, load
 from dsr.exports.csv_files import CsvTableWriter
-from dsr.exports.report import AssetFetcher, ReportData, build_report, preview_rows, report_data, templates_folder
+from dsr.exports.report import (
+    PREVIEW_ROWS,
+    AssetFetcher,
+    ReportData,
+    build_report,
+    preview_rows,
+    report_data,
+    templates_folder,
+)
 from dsr.stores import validate_store
 
 EVIL = '<img src="file:///etc/passwd">'
 EVIL_NOTE = '<link rel="stylesheet" href="http://127.0.0.1:9/x.css"><img src="data:image/png;base64,AAAA">'
-CALLS = 1_234_567  # counted in the store; the CSV below holds 40 (the report reads 25)
+CALLS = 1_234_567  # counted in the store; the CSV below holds 40 (the report reads PREVIEW_ROWS)
 # received_at is naive, as SQLite gives it back: the report reads it as UTC (10:30 in Berlin).
 REQUEST = {"reference": "DSR-2026-000042", "type": "access",
            "received_at": datetime(2026, 11, 2, 9, 30),  # noqa: DTZ001
@@ -286,12 +294,13 @@ def test_cover_letter(reports: dict[str, Rendered], locale: str) -> None:
 
 
 @pytest.mark.parametrize("locale", ["de", "en"])
-def test_previews_show_25_rows_and_point_to_the_file(reports: dict[str, Rendered], locale: str) -> None:
+def test_previews_show_the_first_rows_and_point_to_the_file(reports: dict[str, Rendered], locale: str) -> None:
     r = reports[locale]
     text = squash(r.text)
-    assert "CALL-0024" in text and "CALL-0025" not in text
-    more = {"de": "1.234.542 weitere Datensätze in portal_db/call_records.csv",
-            "en": "1,234,542 more rows in portal_db/call_records.csv"}[locale]
+    assert PREVIEW_ROWS == 10
+    assert "CALL-0009" in text and "CALL-0010" not in text
+    more = {"de": "1.234.557 weitere Datensätze in portal_db/call_records.csv",
+            "en": "1,234,557 more rows in portal_db/call_records.csv"}[locale]
     assert squash(more) in text
     assert squash({"de": "Alle Datensätze sind oben abgebildet; dieselben Daten stehen in portal_db/accounts.csv",
                    "en": "All records are shown above; the same data is in portal_db/accounts.csv"}[locale]) in text
@@ -405,7 +414,7 @@ def test_report_data_from_task_counts(datamap: DataMap, tmp_path: Path) -> None:
     portal = data.stores[0]
     calls = next(t for t in portal.tables if t.name == "call_records")
     assert calls.csv_path == "data/portal_db/call_records.csv" and calls.rows == CALLS
-    assert calls.preview is not None and len(calls.preview.rows) == 25 and calls.category == "comm_traffic"
+    assert calls.preview is not None and len(calls.preview.rows) == PREVIEW_ROWS and calls.category == "comm_traffic"
     assert {r.field: r.records for r in calls.redactions} == {"from_number": 17, "to_number": CALLS}
     voicemails = data.stores[[s.name for s in data.stores].index("media")].tables[0]
     assert voicemails.files == 1 and voicemails.files_path == "data/media/voicemails/"
