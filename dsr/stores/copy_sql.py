@@ -79,15 +79,16 @@ def _empty_as_null(value: ColumnElement[Any]) -> ColumnElement[Any]:
 
 
 def expression(column: Any, rule: FieldRule, table: Table | None = None,
-               options: dict[str, Any] | None = None) -> ColumnElement[Any]:
-    """The SQL that yields what the CSV cell of this column must hold (per-record cases included)."""
+               options: dict[str, Any] | None = None, zone: str = "UTC") -> ColumnElement[Any]:
+    """The SQL that yields what the CSV cell of this column must hold (per-record cases included).
+    ``zone``: where the store's times without a zone are (the store's ``timezone``)."""
     cases = [c for c in rule.cases if c.applies(options or {})] if table is not None else []
     if not cases:
-        return _plain(column, rule)
+        return _plain(column, rule, zone)
     whens = []
     for rule_case in cases:
         action = FieldRule(rule.name, rule.category, rule_case.disclose, rule_case.mask)
-        result = null() if rule_case.disclose == "omit" else _plain(column, action)
+        result = null() if rule_case.disclose == "omit" else _plain(column, action, zone)
         if rule_case.column is None:
             condition: Any = true()
         else:
@@ -99,11 +100,11 @@ def expression(column: Any, rule: FieldRule, table: Table | None = None,
             else:
                 condition = cast(other, Text) == as_text(rule_case.equals)
         whens.append((condition, result))
-    default = null() if rule.disclose == "omit" else _plain(column, rule)
+    default = null() if rule.disclose == "omit" else _plain(column, rule, zone)
     return case(*whens, else_=default)
 
 
-def _plain(column: Any, rule: FieldRule) -> ColumnElement[Any]:
+def _plain(column: Any, rule: FieldRule, zone: str = "UTC") -> ColumnElement[Any]:
     kind = column.type
     if rule.disclose == "mask" and rule.mask:
         masked = _MASKS[rule.mask](_text(column))
@@ -115,10 +116,15 @@ def _plain(column: Any, rule: FieldRule) -> ColumnElement[Any]:
     if isinstance(kind, DateTime):
         # The server's own text form (DateStyle ISO, set in copy_to) with a T: about twice as fast as
         # to_char. Fractions of a second appear only when not zero, trailing zeros dropped; the row
-        # path writes the same (dsr.exports.csv_files.iso_time).
-        local = func.timezone("UTC", column) if kind.timezone else column
-        text = func.replace(cast(local, Text), " ", "T")
-        return text + literal("+00:00", Text) if kind.timezone else text
+        # path writes the same (dsr.exports.csv_files.iso_time). A time kept without a zone is in the
+        # store's zone: as UTC it is written as it is, else converted (timezone(zone, t): the instant).
+        if kind.timezone:
+            utc = func.timezone("UTC", column)
+        elif zone == "UTC":
+            utc = column
+        else:
+            utc = func.timezone("UTC", func.timezone(zone, column))
+        return func.replace(cast(utc, Text), " ", "T") + literal("+00:00", Text)
     if isinstance(kind, Date):
         return cast(column, Text)
     if isinstance(kind, Boolean):

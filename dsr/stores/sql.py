@@ -8,11 +8,14 @@ nested ``IN (SELECT ...)``, and streamed in batches through a server-side cursor
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validates_schema
-from sqlalchemy import ColumnElement, Engine, MetaData, Table, false, func, inspect, or_, select
+from sqlalchemy import ColumnElement, DateTime, Engine, MetaData, Table, false, func, inspect, or_, select
 from sqlalchemy.exc import NoSuchTableError, OperationalError, SQLAlchemyError
 
 from dsr.db import make_engine
@@ -26,6 +29,17 @@ class _Connection(Schema):
 
     url = fields.String(required=True)
     batch_size = fields.Integer(load_default=5000)
+    # The zone of times the store keeps without one (SQLite, MySQL DATETIME, PostgreSQL "timestamp"):
+    # the export writes every time in UTC with its offset, so a reader never has to guess.
+    timezone = fields.String(load_default="UTC")
+
+    @validates_schema
+    def _zone(self, data: dict[str, Any], **_: Any) -> None:
+        try:
+            ZoneInfo(data["timezone"])
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValidationError(f"{data['timezone']!r} is not a time zone name such as UTC or Europe/Berlin",
+                                  "timezone") from None
 
 
 class _Identity(Schema):
@@ -262,9 +276,11 @@ class SqlConnector(Connector):
         batch = int(self.store.connection.get("batch_size", 5000))
         rows = conn.execution_options(yield_per=batch).execute(select(t).where(where).order_by(self._order(name, t)))
         writer = sink.open_table(name, list(rows.keys()))
+        times = [i for i, c in enumerate(t.columns) if isinstance(c.type, DateTime)]
+        zone = ZoneInfo(self.store.connection.get("timezone", "UTC"))
         count = 0
         for part in rows.partitions():
-            writer.write(part)
+            writer.write([_zoned(row, times, zone) for row in part] if times else part)
             count += len(part)
         writer.close()
         return count
@@ -276,7 +292,8 @@ class SqlConnector(Connector):
         if not rules:  # nothing of this table is in the answer's scope (e.g. portability)
             return 0
         options = getattr(sink, "options", {})
-        stmt = select(*(copy_sql.expression(t.c[r.name], r, t, options).label(r.name) for r in rules))
+        zone = self.store.connection.get("timezone", "UTC")
+        stmt = select(*(copy_sql.expression(t.c[r.name], r, t, options, zone).label(r.name) for r in rules))
         stmt = stmt.where(where).order_by(self._order(name, t))
         stream = sink.open_csv(name, [c.name for c in t.columns])
         try:
@@ -300,6 +317,17 @@ class SqlConnector(Connector):
         if self._engine is not None:
             self._engine.dispose()
         self._engine, self._tables = None, {}
+
+
+def _zoned(row: Sequence[Any], times: list[int], zone: ZoneInfo) -> Sequence[Any]:
+    """The row with its times that came without a zone placed in the store's zone."""
+    if not any(isinstance(row[i], datetime) and row[i].tzinfo is None for i in times):
+        return row
+    values = list(row)
+    for i in times:
+        if isinstance(values[i], datetime) and values[i].tzinfo is None:
+            values[i] = values[i].replace(tzinfo=zone)
+    return values
 
 
 def _references(options: Any) -> list[tuple[str, str, str]]:

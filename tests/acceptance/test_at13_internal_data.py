@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from datetime import UTC, datetime
 from typing import Any
 
 import yaml
@@ -38,8 +39,13 @@ def _stored(backend: Any) -> dict[str, dict[str, dict[str, Any]]]:
 
 
 def _as_csv(record: dict[str, Any], columns: list[str]) -> dict[str, str]:
-    """What the CSV row of a stored record holds, through the same cell rules as the export."""
-    return {c: str(cell(record[c])) for c in columns}
+    """What the CSV row of a stored record holds, through the same cell rules as the export (a time
+    kept without a zone, as SQLite keeps them, is in the store's zone: UTC in the default map)."""
+    return {c: str(cell(_utc(record[c]))) for c in columns}
+
+
+def _utc(value: Any) -> Any:
+    return value.replace(tzinfo=UTC) if isinstance(value, datetime) and value.tzinfo is None else value
 
 
 def _everything(package: bytes) -> str:

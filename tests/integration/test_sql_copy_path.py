@@ -7,10 +7,11 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+import yaml
+from sqlalchemy import text, update
 
 from dsr.config import DEFAULT_DATAMAP
-from dsr.datamap import load
+from dsr.datamap import DataMapError, load
 from dsr.db import make_engine
 from dsr.demo import blobs, portal
 from dsr.exports.csv_files import CsvDirectorySink
@@ -88,3 +89,61 @@ def test_copy_and_row_by_row_write_identical_files(store_db, tmp_path, monkeypat
     assert ticket["body"] == '-1 "quoted", line\nbreak ÄÖÜß'
     bill = json.loads((outputs["copy"] / "invoices.json").read_text(encoding="utf-8"))
     assert dict(zip(bill["columns"], bill["rows"][0], strict=True))["billed_address"] == "Musterweg 1\r50667 Köln"
+
+
+def _portal_with_zone(tmp_path: Path, zone: str):  # type: ignore[no-untyped-def]
+    raw = yaml.safe_load(DEFAULT_DATAMAP.read_text(encoding="utf-8"))
+    raw["stores"]["portal_db"]["connection"]["timezone"] = zone
+    path = tmp_path / f"map-{zone.replace('/', '-')}.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return load(path, instance_dir=tmp_path, validate_store=validate_store).stores["portal_db"]
+
+
+def _tickets(store, folder: Path, rows_only: bool) -> list[str]:  # type: ignore[no-untyped-def]
+    connector = SqlConnector(store, ConnectorContext(folder))
+    sink = DisclosingSink(_RowsOnly(CsvDirectorySink(folder)) if rows_only else CsvDirectorySink(folder), store)
+    connector.collect(Subject.from_email("max.mustermann@example.com"), sink)
+    connector.close()
+    return (folder / "support_tickets.csv").read_text(encoding="utf-8-sig").splitlines()
+
+
+@pytest.fixture
+def naive_times(backend, tmp_path):
+    """Max's ticket opened 2026-03-01 09:30:15.5 and closed 2026-07-02 23:59:59, kept without a zone:
+    SQLite keeps every time so; on PostgreSQL the columns become "timestamp without time zone"."""
+    engine = make_engine(backend.store_url)
+    portal.build(engine, portal.DemoSize(subjects=3, rows=10))
+    with engine.begin() as conn:
+        if backend.real:
+            for column in ("opened_at", "closed_at"):
+                conn.execute(text(f"ALTER TABLE support_tickets ALTER COLUMN {column} "
+                                  f"TYPE timestamp without time zone USING {column} AT TIME ZONE 'UTC'"))
+        naive = {"opened_at": datetime(2026, 3, 1, 9, 30, 15, 500000),  # noqa: DTZ001 (the point of the test)
+                 "closed_at": datetime(2026, 7, 2, 23, 59, 59)}  # noqa: DTZ001
+        conn.execute(update(portal.support_tickets).where(portal.support_tickets.c.account_id == 1).values(**naive))
+    yield backend
+    portal.build(engine, portal.DemoSize(subjects=12, rows=30))  # what the other tests expect
+    blobs.build(engine, backend.media)
+    engine.dispose()
+
+
+@pytest.mark.parametrize(("zone", "opened", "closed"), [
+    ("UTC", "2026-03-01T09:30:15.5+00:00", "2026-07-02T23:59:59+00:00"),
+    ("Europe/Berlin", "2026-03-01T08:30:15.5+00:00", "2026-07-02T21:59:59+00:00"),  # CET, then CEST
+])
+def test_times_kept_without_a_zone_are_written_in_utc_from_the_stores_zone(naive_times, tmp_path, monkeypatch,
+                                                                            zone, opened, closed):
+    monkeypatch.setenv("DSR_PORTAL_DB_URL", naive_times.store_url)
+    store = _portal_with_zone(tmp_path, zone)
+    paths = {"rows": True, "copy": False} if naive_times.real else {"rows": True}
+    written = {mode: _tickets(store, tmp_path / mode, rows_only) for mode, rows_only in paths.items()}
+    ticket = next(line for line in written["rows"][1:] if line.startswith("1,1,"))
+    assert f",{opened}," in ticket and ticket.endswith(f",{closed}")
+    if naive_times.real:
+        assert written["copy"] == written["rows"]  # the COPY path converts in SQL, to the same bytes
+
+
+def test_an_unknown_store_time_zone_is_refused_by_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("DSR_PORTAL_DB_URL", "sqlite:///unused.sqlite")
+    with pytest.raises(DataMapError, match=r"timezone.*'Mars/Olympus' is not a time zone name"):
+        _portal_with_zone(tmp_path, "Mars/Olympus")

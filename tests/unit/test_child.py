@@ -1,11 +1,18 @@
-"""dsr.child: work run beside this process, in a forked child when that is safe, else in a thread."""
+"""dsr.child: work run beside this process, in a forked child when that is safe, else in a thread.
+
+The fork path is tested in a fresh single-threaded process (``_alone``): the test process itself may
+run threads of earlier tests (an embedded worker, a server), and then ``beside`` rightly uses a thread.
+"""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
@@ -16,33 +23,35 @@ class Refused(Exception):
     pass
 
 
+def _alone(scenario: Callable[[], None]) -> None:
+    """Run ``scenario`` in a new interpreter (spawned: nothing inherited); its failure fails the test."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool.submit(scenario).result(timeout=120)
+
+
 def _pid_and_square(n: int) -> tuple[int, int]:
     return os.getpid(), n * n
 
 
-@pytest.fixture
-def single_threaded() -> None:
-    if threading.active_count() != 1:
-        pytest.skip("another thread runs in this test process (the fork would not be safe)")
-
-
-def test_a_single_threaded_process_forks_and_gets_the_result(single_threaded: None) -> None:
+def _forks_and_gets_the_result() -> None:
+    assert threading.active_count() == 1
     pending = beside(lambda: _pid_and_square(12))
     assert pending.forked
     pid, square = pending.result()
     assert square == 144 and pid != os.getpid()
 
 
-def test_the_childs_error_is_raised_in_the_parent(single_threaded: None) -> None:
+def _raises_the_childs_error() -> None:
     def fail() -> None:
         raise Refused("the report could not be written: disk full")
 
     pending = beside(fail)
+    assert pending.forked
     with pytest.raises(Refused, match="disk full"):
         pending.result()
 
 
-def test_an_error_that_cannot_be_pickled_arrives_as_its_traceback(single_threaded: None) -> None:
+def _sends_an_unpicklable_error_as_its_traceback() -> None:
     class Local(Exception):  # defined in a function: pickle cannot find it by name
         pass
 
@@ -53,20 +62,29 @@ def test_an_error_that_cannot_be_pickled_arrives_as_its_traceback(single_threade
         beside(fail).result()
 
 
-def test_a_child_that_dies_without_an_answer_is_named(single_threaded: None) -> None:
+def _names_a_child_that_died_without_an_answer() -> None:
     pending = beside(lambda: os.kill(os.getpid(), signal.SIGKILL))
+    assert pending.forked
     with pytest.raises(ChildFailed, match="killed by signal 9"):
         pending.result()
 
 
-def test_cancel_stops_the_child_and_reaps_it(single_threaded: None) -> None:
+def _cancel_stops_and_reaps_the_child() -> None:
     pending = beside(lambda: time.sleep(60))
+    assert pending.forked
     started = time.monotonic()
     pending.cancel()
     assert time.monotonic() - started < 30
-    pid = pending._pid  # type: ignore[attr-defined]
     with pytest.raises(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)  # reaped: no zombie left behind
+        os.waitpid(pending._pid, os.WNOHANG)  # type: ignore[attr-defined]  # reaped: no zombie left
+
+
+@pytest.mark.parametrize("scenario", [
+    _forks_and_gets_the_result, _raises_the_childs_error, _sends_an_unpicklable_error_as_its_traceback,
+    _names_a_child_that_died_without_an_answer, _cancel_stops_and_reaps_the_child,
+], ids=lambda f: f.__name__.strip("_"))
+def test_a_single_threaded_process_forks(scenario: Callable[[], None]) -> None:
+    _alone(scenario)
 
 
 def test_with_another_thread_running_the_work_runs_in_a_thread() -> None:
