@@ -50,7 +50,8 @@ class Context:
     media_dir: Path
     datamap: Path  # the default data map without processor stores (see bench.data.local_datamap)
     project_dir: Path
-    work_dir: Path = Path()  # a fresh, empty folder for this one run; removed afterwards
+    work_dir: Path = Path()  # a fresh, empty folder for this one run; removed afterwards unless keep_files
+    keep_files: bool = False  # --keep-files: the last run's folder stays (worker logs, packages)
     timeout: float = 600.0
     options: dict[str, Any] = field(default_factory=dict)  # a load case's setting (workers, rate, ...)
 
@@ -229,7 +230,8 @@ def run_once(func: Callable[[Context], Any], ctx: Context) -> Any:
             process.kill()
             process.join(10)
         receive.close()
-        shutil.rmtree(ctx.work_dir, ignore_errors=True)
+        if not ctx.keep_files:
+            shutil.rmtree(ctx.work_dir, ignore_errors=True)
 
 
 def measure(func: Callable[[Context], Figures], ctx: Context, repeat: int,

@@ -86,6 +86,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="seconds: no further size is started after this (default 14 min)")
     p.add_argument("--no-record", action="store_true", help="print only; leave RESULTS.md and results.json alone")
     p.add_argument("--keep", action="store_true", help="keep the dsr_bench databases afterwards")
+    p.add_argument("--keep-files", action="store_true",
+                   help="keep the scratch folder: the last run's worker logs (with BENCH_WORKER_LOG_LEVEL=INFO "
+                        "each job and the package's timings), collected files and package")
     p.add_argument("--fail-on-regression", action="store_true", help="exit 1 on a regression or a missed target")
     args = p.parse_args(argv)
     if args.quick:
@@ -141,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         base = Context(size=0, store_url=dbs.store_url, subject_email=data.SUBJECT, subject_key=0, floor_queries=(),
                        meta_url=dbs.meta_url, redis_url=args.redis_url, queue=queue, log_dir=logs,
                        media_dir=scratch / "media", datamap=datamap, project_dir=_cases.project_dir(),
-                       work_dir=scratch / "run", timeout=args.timeout)
+                       work_dir=scratch / "run", timeout=args.timeout, keep_files=args.keep_files)
         largest = [LOAD_CASES[n] for n in args.load if LOAD_CASES[n].store == "largest"]
         for size in args.sizes if args.cases else ():
             if time.monotonic() - started > args.budget:
@@ -170,7 +173,10 @@ def main(argv: list[str] | None = None) -> int:
             dbs.drop(dbs.store_name)
             dbs.drop(dbs.meta_name)
         dbs.dispose()
-        shutil.rmtree(scratch, ignore_errors=True)
+        if args.keep_files:
+            print(f"kept the files of the last run of each case in {scratch} (worker logs: run/worker/*.log)")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     elapsed = time.monotonic() - started
     load = report.with_speedups(load)
