@@ -14,6 +14,7 @@ work horse, which builds packages in production, is single-threaded.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import pickle
 import signal
@@ -26,6 +27,7 @@ from typing import Generic, TypeVar
 __all__ = ["ChildFailed", "Pending", "beside"]
 
 T = TypeVar("T")
+_PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
 
 
 class ChildFailed(RuntimeError):
@@ -55,9 +57,11 @@ def beside(func: Callable[[], T]) -> Pending[T]:
 class _Forked(Pending[T]):
     def __init__(self, func: Callable[[], T]) -> None:
         read, write = os.pipe()
+        parent = os.getpid()
         self._pid = os.fork()
         if self._pid == 0:  # the child: never returns
             os.close(read)
+            _die_with(parent)
             _answer(func, write)
         os.close(write)
         self._read = read
@@ -89,6 +93,18 @@ class _Forked(Pending[T]):
             os.kill(self._pid, signal.SIGKILL)
         os.waitpid(self._pid, 0)
         os.close(self._read)
+
+
+def _die_with(parent: int) -> None:
+    """Linux: the child is killed when its parent dies (an RQ work horse killed at its job's timeout
+    must not leave a report being written beside the retry's)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the child ends when its work does
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def _answer(func: Callable[[], T], pipe: int) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -114,7 +115,7 @@ def build_report(data: ReportData, out: Path, *, templates: Path | None = None) 
     document = HTML(string=html, base_url=folder.as_uri() + "/", url_fetcher=AssetFetcher.for_folder(folder))
     rendered = document.render()
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
+    partial = out.with_name(f"{out.name}.{os.getpid()}.partial")  # two attempts never share one
     rendered.write_pdf(partial, pdf_tags=True)
     partial.replace(out)
     return ReportInfo(out, len(rendered.pages), out.stat().st_size, sha256_file(out))

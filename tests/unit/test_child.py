@@ -9,10 +9,12 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -85,6 +87,42 @@ def _cancel_stops_and_reaps_the_child() -> None:
 ], ids=lambda f: f.__name__.strip("_"))
 def test_a_single_threaded_process_forks(scenario: Callable[[], None]) -> None:
     _alone(scenario)
+
+
+def _leave_a_child_behind(pid_file: str) -> None:
+    pending = beside(lambda: time.sleep(60))
+    assert pending.forked
+    Path(pid_file).write_text(str(pending._pid))  # type: ignore[attr-defined]
+    os._exit(0)  # dies without cancel(), as a work horse killed at its job's timeout would
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")  # a zombie has ended; it waits only to be reaped
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_the_child_dies_with_its_parent(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    parent = multiprocessing.get_context("spawn").Process(target=_leave_a_child_behind, args=(str(pid_file),))
+    parent.start()
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    # Not join(): the child inherited the end of the pipe that join() waits on.
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        assert not _alive(child), "the report child outlived its parent"
+    finally:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
+        parent.join(10)
 
 
 def test_with_another_thread_running_the_work_runs_in_a_thread() -> None:
