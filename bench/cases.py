@@ -80,20 +80,23 @@ def _collect(ctx: Context, rows_only: bool) -> Figures:
 
     from dsr.exports.csv_files import CsvDirectorySink
     from dsr.exports.disclosure import DisclosingSink
+    from dsr.exports.json_files import add_json
     from dsr.stores import ConnectorContext, Subject
     from dsr.stores.sql import SqlConnector
 
     store = _portal_store(ctx)
     subject = Subject.from_email(ctx.subject_email)
-    inner: Any = CsvDirectorySink(ctx.work_dir / "out")
+    inner: Any = CsvDirectorySink(ctx.work_dir / "out", twins=False)
     if rows_only:
         inner = _RowsOnly(inner)
     with stopwatch() as watch:
-        # As a worker's job does it: a fresh connector, the identities resolved, then the export.
+        # As a worker's job does it: a fresh connector, the identities resolved, then the export;
+        # then the JSON twins, as the package step writes them: the data files are CSV + JSON.
         connector = SqlConnector(store, ConnectorContext(ctx.work_dir))
         subject = Subject({**subject.identities, **connector.resolve(subject)})
         result = connector.collect(subject, DisclosingSink(inner, store))
         connector.close()
+        add_json(ctx.work_dir / "out")
     return Figures(watch.seconds, result.total, notes={"found": dict(result.found)})
 
 
@@ -110,7 +113,8 @@ class _RowsOnly:
         self.inner.add_file(table, name, content)
 
 
-@case("collect_sql", "SqlConnector.collect through DisclosingSink(CsvDirectorySink): PostgreSQL's COPY path",
+@case("collect_sql", "SqlConnector.collect through DisclosingSink(CsvDirectorySink), then the JSON twins "
+      "(add_json, as the package step writes them): the data files; PostgreSQL's COPY path",
       target_ratio=2.0, target_rss_mb=300.0)
 def collect_sql(ctx: Context) -> Figures:
     return _collect(ctx, rows_only=False)

@@ -119,20 +119,27 @@ class CsvStream:
 
 
 class CsvDirectorySink:
-    """``<directory>/<table>.csv`` and its JSON twin ``<table>.json`` for each table a connector opens;
-    files under ``<directory>/<table>/``."""
+    """``<directory>/<table>.csv`` for each table a connector opens, with ``twins`` its JSON twin
+    ``<table>.json`` written in the same pass; files under ``<directory>/<table>/``.
+
+    A collect job writes no twins: the package step writes them from the CSV files while the report
+    renders on the other core (``dsr.domain.packaging``), which is where a core is free."""
 
     accepts_raw_csv = True  # see open_csv
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, twins: bool = True) -> None:
         self.directory = directory
+        self.twins = twins
 
     def open_table(self, name: str, columns: Sequence[str]) -> CsvTableWriter:
-        return CsvTableWriter(self.directory / f"{_safe(name)}.csv", columns, self.directory / f"{_safe(name)}.json")
+        return CsvTableWriter(self.directory / f"{_safe(name)}.csv", columns, self._twin_path(name))
 
     def open_csv(self, name: str) -> CsvStream:
         """A raw byte stream for CSV that the store formats itself (PostgreSQL COPY), header included."""
-        return CsvStream(self.directory / f"{_safe(name)}.csv", self.directory / f"{_safe(name)}.json")
+        return CsvStream(self.directory / f"{_safe(name)}.csv", self._twin_path(name))
+
+    def _twin_path(self, name: str) -> Path | None:
+        return self.directory / f"{_safe(name)}.json" if self.twins else None
 
     def add_file(self, table: str, name: str, content: BinaryIO) -> None:
         target = self.directory / _safe(table) / _safe(name)
