@@ -137,6 +137,8 @@ class Simulator:
     cases: dict[str, _Case] = field(default_factory=dict)
     callbacks: list[tuple[str, str, int | str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Held from a status change until its callbacks are sent: callbacks go out in order, each with its status.
+    sending: threading.Lock = field(default_factory=threading.Lock)
     stopped: bool = False
     origin: str = ""  # http://127.0.0.1:<port>, set once the server is bound
 
@@ -157,24 +159,26 @@ class Simulator:
             return case, True
 
     def advance(self, rid: str, status: str) -> None:
-        with self.lock:
-            case = self.cases.get(rid)
-            if case is None or case.status in ("completed", "cancelled") or self.stopped:
-                return
-            case.status = status
-        self.send_callbacks(rid)
+        with self.sending:
+            with self.lock:
+                case = self.cases.get(rid)
+                if case is None or case.status in ("completed", "cancelled") or self.stopped:
+                    return
+                case.status = status
+            self.send_callbacks(rid)
 
     def cancel(self, rid: str) -> bool:
-        with self.lock:
-            case = self.cases[rid]
-            if case.status == "cancelled":
-                return True
-            if case.status != "pending":
-                return False
-            case.status = "cancelled"
-            for timer in case.timers:
-                timer.cancel()
-        self.send_callbacks(rid)
+        with self.sending:
+            with self.lock:
+                case = self.cases[rid]
+                if case.status == "cancelled":
+                    return True
+                if case.status != "pending":
+                    return False
+                case.status = "cancelled"
+                for timer in case.timers:
+                    timer.cancel()
+            self.send_callbacks(rid)
         return True
 
     def expected(self, case: _Case) -> str:
@@ -199,7 +203,8 @@ class Simulator:
         case = self.cases[rid]
         for url in case.document.get("status_callback_urls") or []:
             body = {**self.status_document(rid), "status_callback_url": url}
-            if case.protocol == "webhook" and case.status == "completed":
+            status = str(body["request_status"])  # what this callback says, also when it is recorded below
+            if case.protocol == "webhook" and status == "completed":
                 body["tables"] = self.results(rid)
             raw = encode(body)
             outcome: int | str
@@ -212,9 +217,9 @@ class Simulator:
                 outcome = exc.code
             except OSError as exc:
                 outcome = f"{exc.__class__.__name__}: {exc}"
-            log.info("simulator callback %s for %s -> %s", case.status, rid, outcome)
+            log.info("simulator callback %s for %s -> %s", status, rid, outcome)
             with self.lock:
-                self.callbacks.append((str(url), case.status, outcome))
+                self.callbacks.append((str(url), status, outcome))
 
     def stop(self) -> None:
         with self.lock:

@@ -197,6 +197,7 @@ def test_a_signed_callback_wakes_the_waiting_task_and_the_package_holds_the_proc
         make_app, sim, live):
     app = make_app(sim.url, base_url=live.url)
     live.app = app
+    sim.simulator.delay = 3600  # it completes when the test says so below, not while the first jobs still run
     auth = _auth(app)
     request_id, detail = _start(app, auth)
 
@@ -214,7 +215,7 @@ def test_a_signed_callback_wakes_the_waiting_task_and_the_package_holds_the_proc
         f"{live.url}/api/v1/callbacks/opendsr/vonage/{request_id}"]
 
     # The simulator completes and calls back over HTTP; the signature checks out; the task is woken.
-    _wait_for(lambda: _completed_callbacks(sim))
+    sim.simulator.advance(reference, "completed")
     assert _completed_callbacks(sim)[0][2] == 204
     detail = _detail(app, request_id, auth)
     assert _actions(detail).count("processor.callback") == 1
@@ -340,6 +341,7 @@ def test_a_processor_that_misses_its_deadline_fails_the_task(make_app, sim):
 def test_a_webhook_recipient_answers_by_signed_callback_with_the_results_inline(make_app, sim, live, tmp_path):
     app = make_app(sim.webhook_url, base_url=live.url, protocol="webhook")
     live.app = app
+    sim.simulator.delay = 3600  # it answers when the test says so below, not while the first jobs still run
     auth = _auth(app)
     request_id, detail = _start(app, auth)
     vonage = _tasks(detail)["vonage"]
@@ -347,7 +349,7 @@ def test_a_webhook_recipient_answers_by_signed_callback_with_the_results_inline(
     reference = subject_request_id(request_id, "vonage")
     assert sim.simulator.cases[reference].protocol == "webhook"
 
-    _wait_for(lambda: _completed_callbacks(sim))
+    sim.simulator.advance(reference, "completed")  # the answer, by signed callback over HTTP
     assert _completed_callbacks(sim)[0][2] == 204
     inbox = inbox_path(app.extensions["dsr"].runtime.settings.instance_dir, "vonage", reference)
     assert inbox.exists() and inbox.stat().st_mode & 0o077 == 0
