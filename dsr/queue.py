@@ -149,6 +149,13 @@ class DsrSimpleWorker(_BindsRuntime, SimpleWorker):
     def _install_signal_handlers(self) -> None:
         pass
 
+    def unsubscribe(self) -> None:
+        # RQ sends UNSUBSCRIBE and then stops its command-listener thread; when the reply wins that race the
+        # thread waits on for up to 60 s after work() has returned. Stopped first, the reply ends it.
+        if self.pubsub_thread:
+            self.pubsub_thread.stop()
+        super().unsubscribe()
+
     def stop_when_idle(self) -> None:
         """Thread-safe stop: RQ's request_stop() installs signal handlers, which only the main thread may."""
         self._stop_requested = True
