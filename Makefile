@@ -1,6 +1,6 @@
 # Two commands set everything up on a fresh Debian machine with Python 3.11 and make:
 #   make demo   - the app with demo data on the embedded default (SQLite + in-process queue)
-#   make test   - the whole test suite (on PostgreSQL + Redis too when DSR_TEST_* are set, see .ci/run)
+#   make test   - the whole test suite on every core (on PostgreSQL + Redis too when DSR_TEST_* are set, see .ci/run)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -38,8 +38,12 @@ $(STAMP): pyproject.toml | system-deps
 demo: $(STAMP)
 	PORT=$(PORT) $(BIN)/dsr --log-level WARNING demo
 
+# The suite runs on every core (pytest-xdist); loadgroup keeps a module marked xdist_group on one worker.
+# Serially, in this one process (pdb, print debugging): make test PYTEST_ARGS="-n 0 tests/unit/test_child.py"
+PYTEST_XDIST ?= -n auto --dist loadgroup
+
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 # Benchmarks against the real PostgreSQL and Redis on loopback (not part of make test); appends to
 # bench/RESULTS.md. BENCH_ARGS=--quick for the small sizes only.

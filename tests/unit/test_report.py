@@ -33,6 +33,10 @@ from dsr.exports.report import (
 )
 from dsr.stores import validate_store
 
+# One pytest-xdist worker takes the whole module (make test runs --dist loadgroup), so the module's
+# rendered reports (several seconds of WeasyPrint) are made once, not once per worker.
+pytestmark = pytest.mark.xdist_group("report")
+
 EVIL = '<img src="file:///etc/passwd">'
 EVIL_NOTE = '<link rel="stylesheet" href="http://127.0.0.1:9/x.css"><img src="data:image/png;base64,AAAA">'
 CALLS = 1_234_567  # counted in the store; the CSV below holds 40 (the report reads PREVIEW_ROWS)
