@@ -53,7 +53,8 @@ def build_package(request: Request, tasks: list[Task], datamap: DataMap, storage
     SHA-256 are the ZIP's, which the subject can check after download.
 
     The report, which needs only the first rows and the counts, is rendered in a child process
-    (``dsr.child``) while this one packs the data files: on two cores the two overlap."""
+    (``dsr.child``) while this one writes the JSON twins and packs the data files: on two cores the
+    two overlap."""
     started = time.perf_counter()
     work = storage.request_work_dir(request.id)
     sources = {t.store: storage.root / t.checkpoint["output"] for t in tasks if t.checkpoint}
