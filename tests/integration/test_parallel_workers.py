@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from rq import Worker
 from rq.job import Job
 from sqlalchemy import select
 
@@ -39,6 +40,14 @@ def test_two_worker_processes_serve_one_requests_stores_in_parallel(backend, set
                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                for _ in range(2)]
     try:
+        # Both idle before the request arrives: a worker still preloading (a throw-away report, ~2-6 s)
+        # when the other has taken every job would make this test about start-up, not scale-out.
+        queue = app.extensions["dsr"].queue
+        ready = time.monotonic() + 60
+        while len(Worker.all(queue=queue)) < 2 and time.monotonic() < ready:
+            assert all(p.poll() is None for p in workers), "a worker process exited"
+            time.sleep(0.1)
+        assert len(Worker.all(queue=queue)) == 2, "the two workers did not register within 60 s"
         created = submit(client)
         assert client.post(f"/api/v1/requests/{created['id']}/verify", headers=auth).status_code == 200
         deadline = time.monotonic() + 120
