@@ -86,7 +86,7 @@ def _collect(ctx: Context, rows_only: bool) -> Figures:
 
     store = _portal_store(ctx)
     subject = Subject.from_email(ctx.subject_email)
-    inner: Any = CsvDirectorySink(ctx.work_dir / "out", twins=False)
+    inner: Any = CsvDirectorySink(ctx.work_dir / "out")
     if rows_only:
         inner = _RowsOnly(inner)
     with stopwatch() as watch:

@@ -82,9 +82,7 @@ def collect(
     try:
         subject = resolve(subject, store)
         connector = connector_for(store)
-        # CSV only: the JSON twins are written when the package is built, beside the report.
-        sink = DisclosingSink(CsvDirectorySink(out, twins=False), connector.store, _scope(request_type, categories),
-                              options)
+        sink = DisclosingSink(CsvDirectorySink(out), connector.store, _scope(request_type, categories), options)
         progress.summary = sink.summary
         result = connector.collect(subject, sink, progress)
     except Pending as pending:

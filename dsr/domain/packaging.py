@@ -17,6 +17,7 @@ from dsr.child import beside
 from dsr.datamap import DataMap
 from dsr.exports.json_files import add_json, dictionary, schemas
 from dsr.exports.package import PackageWriter, PackedFile
+from dsr.exports.report_model import PREVIEW_ROWS
 from dsr.exports.sealed import SealingWriter
 from dsr.models import Request, RequestType, Task
 
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ReportOptions:
-    preview_rows: int = 10  # of each table, shown in the report (DSR_REPORT_PREVIEW_ROWS); the files hold all
+    preview_rows: int = PREVIEW_ROWS  # of each table, shown in the report (DSR_REPORT_PREVIEW_ROWS)
     timezone: str = "Europe/Berlin"  # dates and times in the report are shown in this zone (DSR_TIMEZONE)
 
 

@@ -48,23 +48,19 @@ def cell(value: Any) -> Any:
 
 
 class CsvTableWriter:
-    """``<table>.csv`` from rows, batch by batch; with ``json``, its JSON twin in the same pass."""
+    """``<table>.csv`` from rows, batch by batch."""
 
-    def __init__(self, path: Path, columns: Sequence[str], json: Path | None = None) -> None:
+    def __init__(self, path: Path, columns: Sequence[str]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         # utf-8-sig: the BOM makes spreadsheet software read the file as UTF-8 (umlauts intact).
         self._file: IO[str] = path.open("w", encoding="utf-8-sig", newline="")
         self._buffer = io.StringIO()
         self._writer = csv.writer(self._buffer, lineterminator="\n")  # as PostgreSQL's COPY writes it
         self._writer.writerow(columns)
-        self._twin = _twin(json)
         self._flush()
 
     def _flush(self) -> None:
-        text = self._buffer.getvalue()
-        self._file.write(text)
-        if self._twin is not None:
-            self._twin.feed(text.encode("utf-8"))  # from the CSV's own text: both files say the same
+        self._file.write(self._buffer.getvalue())
         self._buffer.seek(0)
         self._buffer.truncate()
 
@@ -81,14 +77,6 @@ class CsvTableWriter:
 
     def close(self) -> None:
         self._file.close()
-        if self._twin is not None:
-            self._twin.close()
-
-
-def _twin(path: Path | None) -> Any:
-    from dsr.exports.json_files import JsonTwin  # it reads CSV cells with this module's rules
-
-    return JsonTwin(path) if path is not None else None
 
 
 def _quoted(value: Any) -> str:
@@ -99,47 +87,37 @@ def _quoted(value: Any) -> str:
 
 
 class CsvStream:
-    """CSV bytes the store formats itself, header line first; with ``json``, its JSON twin."""
+    """CSV bytes the store formats itself, header line first."""
 
-    def __init__(self, path: Path, json: Path | None = None) -> None:
+    def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = path.open("wb")
         self._file.write("\ufeff".encode())  # the same BOM as the row-by-row writer
-        self._twin = _twin(json)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._file.write(data)
-        if self._twin is not None:
-            self._twin.feed(data)
 
     def close(self, rows: int = 0) -> None:
         self._file.close()
-        if self._twin is not None:
-            self._twin.close()
 
 
 class CsvDirectorySink:
-    """``<directory>/<table>.csv`` for each table a connector opens, with ``twins`` its JSON twin
-    ``<table>.json`` written in the same pass; files under ``<directory>/<table>/``.
+    """``<directory>/<table>.csv`` for each table a connector opens; files under ``<directory>/<table>/``.
 
-    A collect job writes no twins: the package step writes them from the CSV files while the report
-    renders on the other core (``dsr.domain.packaging``), which is where a core is free."""
+    The JSON twins are written from these files when the package is built (``json_files.add_json``,
+    in ``dsr.domain.packaging``), while the report renders on the other core."""
 
     accepts_raw_csv = True  # see open_csv
 
-    def __init__(self, directory: Path, *, twins: bool = True) -> None:
+    def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.twins = twins
 
     def open_table(self, name: str, columns: Sequence[str]) -> CsvTableWriter:
-        return CsvTableWriter(self.directory / f"{_safe(name)}.csv", columns, self._twin_path(name))
+        return CsvTableWriter(self.directory / f"{_safe(name)}.csv", columns)
 
     def open_csv(self, name: str) -> CsvStream:
         """A raw byte stream for CSV that the store formats itself (PostgreSQL COPY), header included."""
-        return CsvStream(self.directory / f"{_safe(name)}.csv", self._twin_path(name))
-
-    def _twin_path(self, name: str) -> Path | None:
-        return self.directory / f"{_safe(name)}.json" if self.twins else None
+        return CsvStream(self.directory / f"{_safe(name)}.csv")
 
     def add_file(self, table: str, name: str, content: BinaryIO) -> None:
         target = self.directory / _safe(table) / _safe(name)

@@ -10,9 +10,9 @@ the columns' order (docs/package.md)::
     ]}
 
 Values are text exactly as in the CSV file (times ISO 8601 UTC), without the CSV's formula guard;
-an empty cell is null. The JSON is written in the same pass as the CSV, from the CSV's bytes
-(``JsonTwin``): a block of rows without quotes, backslashes or control characters, which is nearly
-every block, is turned into JSON by a few byte replacements, not value by value.
+an empty cell is null. The JSON is written from the CSV's bytes (``JsonTwin``) when the package is
+built: a block of rows without quotes, backslashes or control characters, which is nearly every
+block, is turned into JSON by a few byte replacements, not value by value.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def _dumps(value: Any) -> str:
 
 
 class JsonTwin:
-    """Writes ``<table>.json`` from the bytes of ``<table>.csv`` as they are written.
+    """Writes ``<table>.json`` from the bytes of ``<table>.csv``.
 
     ``feed`` takes CSV text in any pieces (the header line first unless ``columns`` are given);
     rows are converted once complete, so memory holds at most one piece and one partial row."""
@@ -117,8 +117,10 @@ def _complete(data: bytes, first: bool = False) -> int:
 
 
 def csv_to_json(source: Path, target: Path) -> None:
-    """Write ``target`` from a finished CSV file (for a CSV that was not written with its twin)."""
-    twin = JsonTwin(target)
+    """Write ``target`` from a finished CSV file, a megabyte at a time; under a temporary name until
+    it is complete, so an interrupted run leaves no half twin that a retry would take as done."""
+    partial = target.with_name(target.name + ".partial")
+    twin = JsonTwin(partial)
     with source.open("rb") as f:
         head = f.read(len(_BOM))
         if head != _BOM:
@@ -126,10 +128,12 @@ def csv_to_json(source: Path, target: Path) -> None:
         while chunk := f.read(1 << 20):
             twin.feed(chunk)
     twin.close()
+    partial.replace(target)
 
 
 def add_json(folder: Path) -> list[Path]:
-    """A ``.json`` twin for every ``.csv`` in a store's output folder that has none yet."""
+    """A ``.json`` twin for every ``.csv`` in a store's output folder that has none yet (a retried
+    package step keeps the twins an earlier attempt finished)."""
     written = []
     for source in sorted(folder.glob("*.csv")):
         target = source.with_suffix(".json")

@@ -268,6 +268,11 @@ class SqlConnector(Connector):
                 return self._copy(conn, sink, name, t, where)
             return self._stream(conn, sink, name, t, where)
 
+    @property
+    def _stored_zone(self) -> str:
+        """Where the times the store keeps without a zone are (connection option ``timezone``)."""
+        return str(self.store.connection.get("timezone", "UTC"))
+
     def _order(self, name: str, t: Table) -> Any:
         return t.c[self.store.tables[name].options.get("key", "id")]
 
@@ -277,7 +282,7 @@ class SqlConnector(Connector):
         rows = conn.execution_options(yield_per=batch).execute(select(t).where(where).order_by(self._order(name, t)))
         writer = sink.open_table(name, list(rows.keys()))
         times = [i for i, c in enumerate(t.columns) if isinstance(c.type, DateTime)]
-        zone = ZoneInfo(self.store.connection.get("timezone", "UTC"))
+        zone = ZoneInfo(self._stored_zone)
         count = 0
         for part in rows.partitions():
             writer.write([_zoned(row, times, zone) for row in part] if times else part)
@@ -292,7 +297,7 @@ class SqlConnector(Connector):
         if not rules:  # nothing of this table is in the answer's scope (e.g. portability)
             return 0
         options = getattr(sink, "options", {})
-        zone = self.store.connection.get("timezone", "UTC")
+        zone = self._stored_zone
         stmt = select(*(copy_sql.expression(t.c[r.name], r, t, options, zone).label(r.name) for r in rules))
         stmt = stmt.where(where).order_by(self._order(name, t))
         stream = sink.open_csv(name, [c.name for c in t.columns])
