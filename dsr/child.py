@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import os
 import pickle
 import signal
@@ -47,37 +48,52 @@ class Pending(Generic[T]):
     def forked(self) -> bool:
         return False
 
+    @property
+    def cpu_seconds(self) -> float | None:
+        """CPU time the forked child used (user + system), once ``result()`` returned; None in a thread."""
+        return None
 
-def beside(func: Callable[[], T]) -> Pending[T]:
+
+def beside(func: Callable[[], T], *, collect_cycles: bool = True) -> Pending[T]:
+    """``collect_cycles=False``: a forked child runs without the cyclic garbage collector, for work
+    whose memory is bounded (it is all returned when the child exits); ignored in a thread."""
     if hasattr(os, "fork") and threading.active_count() == 1:
-        return _Forked(func)
+        return _Forked(func, collect_cycles)
     return _Threaded(func)
 
 
 class _Forked(Pending[T]):
-    def __init__(self, func: Callable[[], T]) -> None:
+    def __init__(self, func: Callable[[], T], collect_cycles: bool = True) -> None:
         read, write = os.pipe()
         parent = os.getpid()
         self._pid = os.fork()
         if self._pid == 0:  # the child: never returns
             os.close(read)
             _die_with(parent)
+            if not collect_cycles:
+                gc.disable()
             _answer(func, write)
         os.close(write)
         self._read = read
         self._done = False
+        self._cpu: float | None = None
 
     @property
     def forked(self) -> bool:
         return True
+
+    @property
+    def cpu_seconds(self) -> float | None:
+        return self._cpu
 
     def result(self) -> T:
         if self._done:
             raise RuntimeError("result() was already taken")
         with os.fdopen(self._read, "rb") as pipe:
             payload = pipe.read()
-        _pid, status = os.waitpid(self._pid, 0)
+        _pid, status, usage = os.wait4(self._pid, 0)
         self._done = True
+        self._cpu = usage.ru_utime + usage.ru_stime
         if not payload:
             raise ChildFailed(f"the child process ended without an answer ({_describe(status)})")
         kind, value = pickle.loads(payload)  # noqa: S301 (our own child's answer, through our own pipe)

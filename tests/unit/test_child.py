@@ -6,6 +6,7 @@ run threads of earlier tests (an embedded worker, a server), and then ``beside``
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import signal
@@ -81,9 +82,26 @@ def _cancel_stops_and_reaps_the_child() -> None:
         os.waitpid(pending._pid, os.WNOHANG)  # type: ignore[attr-defined]  # reaped: no zombie left
 
 
+def _burn_cpu() -> bool:
+    deadline = time.process_time() + 0.2
+    while time.process_time() < deadline:
+        pass
+    return gc.isenabled()
+
+
+def _tells_the_childs_cpu_time_and_can_run_it_without_the_cycle_collector() -> None:
+    plain = beside(_burn_cpu)
+    assert plain.cpu_seconds is None  # not known before the result
+    assert plain.result() is True
+    assert plain.cpu_seconds is not None and 0.15 < plain.cpu_seconds < 5
+    assert beside(_burn_cpu, collect_cycles=False).result() is False
+    assert gc.isenabled()  # only the child ran without it
+
+
 @pytest.mark.parametrize("scenario", [
     _forks_and_gets_the_result, _raises_the_childs_error, _sends_an_unpicklable_error_as_its_traceback,
     _names_a_child_that_died_without_an_answer, _cancel_stops_and_reaps_the_child,
+    _tells_the_childs_cpu_time_and_can_run_it_without_the_cycle_collector,
 ], ids=lambda f: f.__name__.strip("_"))
 def test_a_single_threaded_process_forks(scenario: Callable[[], None]) -> None:
     _alone(scenario)
@@ -130,9 +148,11 @@ def test_with_another_thread_running_the_work_runs_in_a_thread() -> None:
     other = threading.Thread(target=stop.wait, daemon=True)
     other.start()
     try:
-        pending = beside(lambda: _pid_and_square(7))
+        pending = beside(lambda: _pid_and_square(7), collect_cycles=False)
         assert not pending.forked
         assert pending.result() == (os.getpid(), 49)
+        assert pending.cpu_seconds is None
+        assert gc.isenabled()  # a thread never turns the process's collector off
         with pytest.raises(Refused):
             beside(lambda: (_ for _ in ()).throw(Refused("in a thread too"))).result()
     finally:
