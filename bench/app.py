@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from bench.data import analytics_folder
 from bench.harness import Context
 
 POLL = 0.005  # seconds between looks at one request's status
@@ -33,6 +34,7 @@ def environment(ctx: Context, **more: str) -> dict[str, str]:
         "DSR_SECRET_KEY": "bench-" + uuid.uuid4().hex + uuid.uuid4().hex,
         "DSR_STORAGE_DIR": str(ctx.work_dir / "storage"), "DSR_PORTAL_DB_URL": ctx.store_url,
         "DSR_WEB_LOG_DIR": str(ctx.log_dir / "web"), "DSR_API_LOG_DIR": str(ctx.log_dir / "api"),
+        "DSR_ANALYTICS_DIR": str(analytics_folder(ctx.media_dir)),
         "DSR_MEDIA_DIR": str(ctx.media_dir), "DSR_DATAMAP": str(ctx.datamap),
         "DSR_JOB_RETRY_INTERVALS": "none", "DSR_EMBEDDED_WORKER": "0", **more,
     }

@@ -77,7 +77,7 @@ class Built:
 def build_store(url: str, size: int, subjects: int, other_rows: int, media_dir: Path, seed: int = 42) -> Built:
     """Fill the store for one size, make it ready to be read (VACUUM ANALYZE) and check its indexes."""
     from dsr.db import make_engine
-    from dsr.demo import blobs, portal
+    from dsr.demo import analytics, blobs, portal
 
     started = time.perf_counter()
     engine = make_engine(url)
@@ -85,6 +85,8 @@ def build_store(url: str, size: int, subjects: int, other_rows: int, media_dir: 
         counts = portal.build(engine, portal.DemoSize(subjects=subjects, rows=other_rows, subject_rows=size),
                               seed=seed)
         counts.update(blobs.build(engine, media_dir, seed=seed))
+        # The analytics events, inside each person's consent (read from the store just built).
+        analytics.build(analytics_folder(media_dir), analytics.consent_windows(engine), seed=seed)
         _vacuum_analyze(engine)
         _check_indexes(engine)
         with engine.connect() as conn:
@@ -92,6 +94,11 @@ def build_store(url: str, size: int, subjects: int, other_rows: int, media_dir: 
     finally:
         engine.dispose()
     return Built(time.perf_counter() - started, counts, int(key))
+
+
+def analytics_folder(media_dir: Path) -> Path:
+    """Where a run keeps its analytics exports: beside its media folder."""
+    return media_dir.parent / "analytics"
 
 
 def build_logs(folder: Path, subjects: int, seed: int = 42) -> dict[str, int]:

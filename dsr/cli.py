@@ -163,6 +163,18 @@ def demo_data(url: str | None, subjects: int, rows: int, subject_rows: int | Non
     log_dir = settings.instance_dir / "logs"
     log_counts = logs.build(log_dir, subjects=logs.default_subjects(subjects, seed), seed=seed)
     click.echo(f"demo logs {log_dir}: {sum(log_counts.values())} lines in {len(log_counts)} files")
+    if "analytics" in datamap.stores:
+        from dsr.demo import analytics
+
+        folder = _folder(settings, datamap.stores["analytics"].connection["path"])
+        events = analytics.build(folder, analytics.consent_windows(engine), seed=seed)
+        click.echo(f"demo analytics {folder}: {sum(events.values())} events in {len(events)} daily files")
+
+
+def _folder(settings: Settings, path: str) -> Path:
+    """A store's folder as its connector reads it: relative paths are inside the instance folder."""
+    folder = Path(path).expanduser()
+    return folder if folder.is_absolute() else settings.instance_dir / folder
 
 
 @main.command("create-api-token")
@@ -312,6 +324,11 @@ def demo(host: str, port: int, subjects: int, rows: int) -> None:
     if "media" in datamap.stores:
         blobs.build(engine, Path(datamap.stores["media"].connection["root"]))
     logs.build(settings.instance_dir / "logs", subjects=logs.default_subjects(subjects))
+    if "analytics" in datamap.stores:
+        from dsr.demo import analytics
+
+        folder = _folder(settings, datamap.stores["analytics"].connection["path"])
+        analytics.build(folder, analytics.consent_windows(engine))
     app = create_app(settings)
     rt = app.extensions["dsr"].runtime
     email, password = "dpo@example.com", "demo-password-2026"

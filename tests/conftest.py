@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dsr.config import DEFAULT_DATAMAP, Settings
 from dsr.db import make_engine, make_session_factory
-from dsr.demo import blobs, logs, portal
+from dsr.demo import analytics, blobs, logs, portal
 from dsr.domain.accounts import create_api_token
 from dsr.domain.audit import GENESIS, HEAD_ID
 from dsr.migrate import upgrade
@@ -48,6 +48,11 @@ class Backend:
     store_url: str
     redis_url: str | None
     media: Path
+
+    @property
+    def analytics(self) -> Path:
+        """The analytics store's daily exports (built from the store's consents)."""
+        return self.media.parent / f"{self.media.name}-analytics"
 
     @property
     def real(self) -> bool:
@@ -110,6 +115,7 @@ def _prepare(b: Backend, media: Path) -> None:
     engine = make_engine(b.store_url)
     portal.build(engine, portal.DemoSize(subjects=12, rows=30))
     blobs.build(engine, media)
+    analytics.build(b.analytics, analytics.consent_windows(engine))
     engine.dispose()
 
 
@@ -139,6 +145,7 @@ def settings(backend: Backend, clean_db: None, tmp_path: Path, monkeypatch: pyte
              test_datamap: Path) -> Settings:
     monkeypatch.setenv("DSR_PORTAL_DB_URL", backend.store_url)
     monkeypatch.setenv("DSR_MEDIA_DIR", str(backend.media))
+    monkeypatch.setenv("DSR_ANALYTICS_DIR", str(backend.analytics))
     logs.build(tmp_path / "instance" / "logs", lines=200)
     return Settings(
         instance_dir=tmp_path / "instance",

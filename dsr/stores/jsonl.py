@@ -10,6 +10,12 @@ e-mail addresses case-insensitively, IP addresses in any notation, others exactl
 not JSON objects are counted per file, reported in the notes and skipped; one bad line never fails
 the store.
 
+``link_fields`` (e.g. an analytics cookie's visitor ID) tie lines together: a value such a field
+holds on one of the subject's lines makes the lines without any identity (before a login) that hold
+it the subject's too, unless the value also occurs on a line of someone else (a shared browser):
+then it identifies no one person and is not followed (Art. 15(4)). That takes a second pass over
+the files, still line by line.
+
 A store has one table: the subject's lines, as rows, written in batches. Its columns are
 ``log_file`` and ``log_line`` (where the line came from), then the table's ``columns`` option if
 given, else the keys of the first batch of matching lines in the order they appear, then
@@ -73,6 +79,8 @@ class _Connection(Schema):
     pattern = fields.String(load_default="*", validate=validate.Length(min=1))  # glob inside it
     batch_size = fields.Integer(load_default=1000, validate=validate.Range(min=1))
     max_line_bytes = fields.Integer(load_default=1024 * 1024, validate=validate.Range(min=1024))
+    # Fields whose value, seen on a line of the subject, also makes lines without an identity theirs.
+    link_fields = fields.List(fields.String(validate=_DOTTED), load_default=list)
 
     @validates("pattern")
     def _relative(self, value: str, **_: Any) -> None:
@@ -201,6 +209,47 @@ class _Layout:
         # A field with a rule (mask, omit, own category) is always a column, so the rule applies to it.
         keys.update(dict.fromkeys(f for f in table.fields if f not in keys))
         return cls([k for k in keys if k not in RESERVED])
+
+
+class _Links:
+    """Values of the link fields: those on the subject's lines (``own``) and those on lines that name
+    someone else by an identity field (``foreign``). A line without any identity belongs to the
+    subject when it holds an own value that is not also foreign."""
+
+    def __init__(self, fields: Sequence[str], identity_fields: Sequence[str]) -> None:
+        self.fields = [(f, tuple(f.split("."))) for f in fields]
+        self.identity_fields = [(f, tuple(f.split("."))) for f in identity_fields]
+        self.own: set[str] = set()
+        self.foreign: set[str] = set()
+
+    def _values(self, record: Mapping[str, Any]) -> Iterator[str]:
+        for path, parts in self.fields:
+            value = _lookup(record, path, parts)
+            if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
+                yield f"{path}={str(value).strip()}"
+
+    def _anonymous(self, record: Mapping[str, Any]) -> bool:
+        return all(_lookup(record, path, parts) in (_MISSING, None, "") for path, parts in self.identity_fields)
+
+    def learn(self, record: Mapping[str, Any], subjects: bool) -> None:
+        if subjects:
+            self.own.update(self._values(record))
+        elif not self._anonymous(record):
+            self.foreign.update(self._values(record))
+
+    def holds(self, record: Mapping[str, Any]) -> bool:
+        return self._anonymous(record) and any(v in self.own and v not in self.foreign for v in self._values(record))
+
+    def notes(self, linked: int) -> list[str]:
+        names = ", ".join(f for f, _ in self.fields)
+        shared = len(self.own & self.foreign)
+        notes = [f"{_plural(linked, 'line')} without a login found through {names}: "
+                 f"{_plural(len(self.own) - shared, 'value')} seen on the subject's own lines"]
+        if shared:
+            notes.append(f"{_plural(shared, 'value')} of {names} also seen with someone else (a shared device?) "
+                         f"{'was' if shared == 1 else 'were'} not followed: lines with only such a value are "
+                         "not in the answer")
+        return notes
 
 
 @dataclass
@@ -391,6 +440,8 @@ class JsonlConnector(Connector):
                 count += len(pending)
                 pending.clear()
 
+        links = self._links(listing, matchers) if matchers and self.options["link_fields"] else None
+        linked = 0
         try:
             if matchers:
                 for path in files:
@@ -405,8 +456,13 @@ class JsonlConnector(Connector):
                     for number, record in self._records(path, stats, listing[path]):
                         if any(m.matches(record) for m in matchers):
                             pending.append((name, number, record))
-                            if len(pending) >= batch:
-                                flush()
+                        elif links is not None and links.holds(record):
+                            pending.append((name, number, record))
+                            linked += 1
+                        else:
+                            continue
+                        if len(pending) >= batch:
+                            flush()
             flush()
         finally:
             if writer is not None:
@@ -414,11 +470,24 @@ class JsonlConnector(Connector):
         result.found[self.table_name] = count
         if matchers:
             result.notes += scan.notes(folder, self.options["pattern"])
+            if links is not None:
+                result.notes += links.notes(linked)
         else:
             known = ", ".join(sorted(self.fields)) or "none"
             result.notes.append(f"the subject is known by none of the identities this store is searched by "
                                 f"({known}); its {_plural(len(files), 'file')} were not searched")
         return result
+
+    def _links(self, listing: dict[Path, tuple[int, int]], matchers: list[_Matcher]) -> _Links:
+        """The first pass: the link values on the subject's lines, and those on other people's."""
+        links = _Links(self.options["link_fields"], list(self.fields.values()))
+        for path, identity in listing.items():
+            if path.suffix in _UNREADABLE:
+                continue
+            stats = _FileStats(path.relative_to(self.folder).as_posix())
+            for _number, record in self._records(path, stats, identity):
+                links.learn(record, any(m.matches(record) for m in matchers))
+        return links
 
     def check(self) -> list[str]:
         """The folder is readable, the pattern matches, and a sample of lines is JSON with the mapped fields."""
@@ -457,6 +526,9 @@ class JsonlConnector(Connector):
         for kind, path_ in self.fields.items():
             if sample and not any(_lookup(r, path_) is not _MISSING for r in sample):
                 problems.append(f"warning: {base}.identities.{kind}.field: none of {where} has {path_!r}")
+        for link in self.options["link_fields"]:
+            if sample and not any(_lookup(r, link) is not _MISSING for r in sample):
+                problems.append(f"warning: {base}.connection.link_fields: none of {where} has {link!r}")
         for column in self.table.fields:
             if sample and column not in RESERVED and not any(column in r for r in sample):
                 problems.append(f"warning: {base}.tables.{self.table_name}.fields.{column}: "

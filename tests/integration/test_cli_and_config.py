@@ -294,6 +294,7 @@ def test_a_separate_forking_worker_process_completes_a_request(backend, settings
         "DSR_QUEUE": settings.queue_name, "DSR_PORTAL_DB_URL": backend.store_url, "DSR_SECRET_KEY": SECRET,
         "DSR_STORAGE_DIR": str(settings.storage_dir), "DSR_INSTANCE_DIR": str(settings.instance_dir),
         "DSR_JOB_RETRY_INTERVALS": "none", "DSR_MEDIA_DIR": str(backend.media),
+        "DSR_ANALYTICS_DIR": str(backend.analytics),
         "DSR_DATAMAP": str(settings.datamap_path),
     })
     deadline = time.monotonic() + 60
@@ -315,7 +316,7 @@ def test_a_separate_forking_worker_process_completes_a_request(backend, settings
     assert status == "completed", (status, runs, logs)
 
     detail = client.get(f"/api/v1/requests/{created['id']}", headers=auth).get_json()
-    assert {t["status"] for t in detail["tasks"]} == {"done"} and len(detail["tasks"]) == 4
+    assert {t["status"] for t in detail["tasks"]} == {"done"} and len(detail["tasks"]) == 5
     [artifact] = client.get(f"/api/v1/requests/{created['id']}/artifacts", headers=auth).get_json()
     assert artifact["kind"] == "package"
     download = client.get(artifact["download_url"].replace("http://localhost", ""))

@@ -53,7 +53,8 @@ def test_a_store_that_dies_mid_request_is_retried_failed_and_rerun(two_store_app
     client.post(f"/api/v1/requests/{created['id']}/verify", headers=auth)
     _worker(app).work(burst=True, max_jobs=1, logging_level="ERROR")  # plan: one task per store
     detail = client.get(f"/api/v1/requests/{created['id']}", headers=auth).get_json()
-    assert sorted(t["store"] for t in detail["tasks"]) == ["api_logs", "archive_db", "media", "portal_db", "web_logs"]
+    assert sorted(t["store"] for t in detail["tasks"]) == ["analytics", "api_logs", "archive_db", "media", "portal_db",
+                                                               "web_logs"]
 
     # The archive dies after planning, before its task runs.
     hidden = tmp_path / "archive.moved"
@@ -71,7 +72,7 @@ def test_a_store_that_dies_mid_request_is_retried_failed_and_rerun(two_store_app
     assert actions.count("task.retrying") == 2 and actions.count("task.failed") == 1
     failed = next(e for e in detail["timeline"] if e["action"] == "request.failed")
     assert failed["data"] == {"stores": {"archive_db": "failed"},
-                              "kept": ["api_logs", "media", "portal_db", "web_logs"]}
+                              "kept": ["analytics", "api_logs", "media", "portal_db", "web_logs"]}
     assert client.get(f"/api/v1/requests/{created['id']}/artifacts", headers=auth).get_json() == []
 
     # A rerun of a task that did not fail is refused; so is one of an unknown task.
@@ -95,5 +96,6 @@ def test_a_store_that_dies_mid_request_is_retried_failed_and_rerun(two_store_app
         "task.rerun", "task.completed", "artifact.created", "request.completed"]
     url = client.get(f"/api/v1/requests/{created['id']}/artifacts", headers=auth).get_json()[0]["download_url"]
     tables = read_zip(client.get(url.replace("http://localhost", "")).data)
-    assert {name.split("/")[0] for name in tables} == {"api_logs", "archive_db", "media", "portal_db", "web_logs"}
+    assert {name.split("/")[0] for name in tables} == {"analytics", "api_logs", "archive_db", "media", "portal_db",
+                                                            "web_logs"}
     assert len(tables["archive_db/invoices.csv"]) == 2  # Max's two invoices in the archive copy

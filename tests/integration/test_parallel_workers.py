@@ -33,7 +33,8 @@ def test_two_worker_processes_serve_one_requests_stores_in_parallel(backend, set
         "DSR_DATABASE_URL": backend.database_url, "DSR_REDIS_URL": backend.redis_url or "",
         "DSR_QUEUE": settings.queue_name, "DSR_PORTAL_DB_URL": backend.store_url, "DSR_SECRET_KEY": SECRET,
         "DSR_STORAGE_DIR": str(settings.storage_dir), "DSR_INSTANCE_DIR": str(settings.instance_dir),
-        "DSR_MEDIA_DIR": str(backend.media), "DSR_DATAMAP": str(settings.datamap_path),
+        "DSR_MEDIA_DIR": str(backend.media), "DSR_ANALYTICS_DIR": str(backend.analytics),
+        "DSR_DATAMAP": str(settings.datamap_path),
         "DSR_JOB_RETRY_INTERVALS": "none",
     })
     workers = [subprocess.Popen([sys.executable, "-m", "dsr.cli", "--log-level", "WARNING", "worker"], env=env,

@@ -59,6 +59,22 @@ def _log_lines(folder: Path, email: str | None, account: str) -> int:
     return count
 
 
+def _analytics_events(folder: Path, account: str) -> list[tuple[str, str, str | None]]:
+    """(time, visitor, account) of the subject's analytics events, found without the connector: theirs
+    after a login, and those before one from a browser no other customer logged in on."""
+    events = []
+    for file in sorted(folder.iterdir()):
+        opener = gzip.open if file.suffix == ".gz" else open
+        with opener(file, "rt", encoding="utf-8") as lines:
+            events += [json.loads(line) for line in lines]
+    accounts: dict[str, set[str]] = {}
+    for e in events:
+        if e["account"]:
+            accounts.setdefault(e["visitor_id"], set()).add(e["account"])
+    return sorted((e["time"], e["visitor_id"], e["account"]) for e in events
+                  if e["account"] == account or (not e["account"] and accounts.get(e["visitor_id"]) == {account}))
+
+
 def test_access_request_produces_a_zip_with_only_the_subjects_rows(client, auth, run_jobs, backend, app,
                                                                      settings):
     created = submit(client, email="Max.Mustermann@Example.com")
@@ -72,9 +88,9 @@ def test_access_request_produces_a_zip_with_only_the_subjects_rows(client, auth,
     detail = client.get(f"/api/v1/requests/{created['id']}", headers=auth).get_json()
     assert detail["status"] == "completed", detail
     assert {t["store"]: t["status"] for t in detail["tasks"]} == {
-        "portal_db": "done", "web_logs": "done", "api_logs": "done", "media": "done"}
+        "portal_db": "done", "web_logs": "done", "api_logs": "done", "analytics": "done", "media": "done"}
     actions = [e["action"] for e in detail["timeline"]]
-    assert actions == ["request.received", "identity.verified", "request.planned", *["task.completed"] * 4,
+    assert actions == ["request.received", "identity.verified", "request.planned", *["task.completed"] * 5,
                        "artifact.created", "request.completed"]
 
     artifacts = client.get(f"/api/v1/requests/{created['id']}/artifacts", headers=auth).get_json()
@@ -88,8 +104,8 @@ def test_access_request_produces_a_zip_with_only_the_subjects_rows(client, auth,
     tables = read_zip(data)
     expected = _store_rows(backend.store_url, MAX)
     assert set(tables) == {f"portal_db/{name}.csv" for name in expected} | {
-        "web_logs/requests.csv", "api_logs/calls.csv", "media/voicemails.csv", "media/recordings.csv",
-        "media/attachments.csv"}
+        "web_logs/requests.csv", "api_logs/calls.csv", "analytics/events.csv", "media/voicemails.csv",
+        "media/recordings.csv", "media/attachments.csv"}
     voicemails = tables["media/voicemails.csv"]
     assert len(voicemails) == 2 and all(r["status"] == "exported" for r in voicemails)
     logs = settings.instance_dir / "logs"
@@ -98,6 +114,10 @@ def test_access_request_produces_a_zip_with_only_the_subjects_rows(client, auth,
     assert len(tables["web_logs/requests.csv"]) == _log_lines(logs / "web", MAX, "K00000001") > 0
     assert len(tables["api_logs/calls.csv"]) == _log_lines(logs / "api", None, "K00000001") > 0
     assert {r["account"] for r in tables["api_logs/calls.csv"]} == {"K00000001"}
+    # Analytics: his events after a login, and those before it linked through his browsers' cookie IDs.
+    events = sorted((r["time"], r["visitor_id"], r["account"] or None) for r in tables["analytics/events.csv"])
+    assert events == _analytics_events(backend.analytics, "K00000001")
+    assert any(account is None for _t, _v, account in events) and len({v for _t, v, _a in events}) == 2
     for name, ids in expected.items():
         rows = tables[f"portal_db/{name}.csv"]
         assert ids, f"the demo subject must have rows in {name}"
@@ -158,7 +178,7 @@ def test_worker_failure_in_a_store_marks_the_request_failed(client, auth, run_jo
     assert "StoreUnavailable" in tasks["portal_db"]["error"]
     # The logs are searched by customer number, which only the portal database knows: rather than
     # come back empty and look complete, their tasks fail too, until the portal database is back.
-    for logs in ("api_logs", "web_logs"):
+    for logs in ("api_logs", "web_logs", "analytics"):
         assert tasks[logs]["status"] == "failed", tasks[logs]
         assert "customer_id could not be looked up" in tasks[logs]["error"]
     assert client.get(f"/api/v1/requests/{created['id']}/artifacts", headers=auth).get_json() == []

@@ -161,6 +161,9 @@ def test_cli_check_connect_finds_missing_tables_and_columns(tmp_path, monkeypatc
     from dsr.demo import blobs
 
     blobs.build(make_engine(f"sqlite:///{store}"), tmp_path / "media")
+    from dsr.demo import analytics
+
+    analytics.build(tmp_path / "analytics", analytics.consent_windows(make_engine(f"sqlite:///{store}")))
     monkeypatch.setenv("DSR_INSTANCE_DIR", str(tmp_path))
     monkeypatch.setenv("DSR_PORTAL_DB_URL", f"sqlite:///{store}")
     monkeypatch.setenv("DSR_MEDIA_DIR", str(tmp_path / "media"))
@@ -172,7 +175,7 @@ def test_cli_check_connect_finds_missing_tables_and_columns(tmp_path, monkeypatc
     finally:
         simulator.shutdown()
     assert ok.exit_code == 0, ok.output
-    assert ok.output.count("reachable, everything the map names exists") == 5
+    assert ok.output.count("reachable, everything the map names exists") == 6
     data = copy.deepcopy(DEFAULT)
     _tables(data)["consents"]["references"] = {"acount_id": "accounts.id"}
     _tables(data)["ghosts"] = {"key": "id", "category": "acct_identity", "references": {"account_id": "accounts.id"}}

@@ -556,3 +556,70 @@ def test_the_connector_finds_exactly_max_in_the_demo_logs(tmp_path: Path) -> Non
     assert [(r["log_file"], r["log_line"]) for r in api.rows] == expected
     assert len(expected) >= 12 and {r["client"] for r in api.rows} <= {
         json.dumps({"sdk": sdk, "version": version}) for sdk, version in logs.SDKS}
+
+
+# --- linked lines (analytics visitor IDs) ------------------------------------------------------
+
+
+def _event(n: int, visitor: str | None, account: str | None = None, **more: Any) -> dict[str, Any]:
+    return {"n": n, "time": f"2026-03-01T00:00:{n % 60:02d}Z", "visitor_id": visitor, "account": account,
+            "event": "page_view", **more}
+
+
+def _analytics(folder: Path) -> Store:
+    return store(folder, pattern="events-*.jsonl*", identities={"customer_id": {"field": "account"}},
+                 link_fields=["visitor_id"])
+
+
+def test_lines_before_a_login_are_found_through_the_visitor_id_seen_after_it(tmp_path: Path) -> None:
+    write(tmp_path / "events-2026-03-01.jsonl.gz", [
+        _event(1, "v-max-laptop"),                       # before his login: linked
+        _event(2, "v-max-laptop", "K00000001"),          # logged in: his
+        _event(3, "v-anna", "K00000002"),                # someone else
+        _event(4, "v-anna"),                             # someone else's, before her login
+        _event(5, "v-stranger"),                         # nobody we know
+    ])
+    write(tmp_path / "events-2026-03-02.jsonl", [
+        _event(6, "v-max-phone"),                        # linked by a later file's login
+        _event(7, "v-max-laptop"),
+        _event(8, "v-max-phone", "K00000001"),
+        _event(9, None),                                 # no visitor id at all
+    ])
+    writer, result = collect(_analytics(tmp_path), Subject({"customer_id": "K00000001"}))
+    assert [r["n"] for r in writer.rows] == [1, 2, 6, 7, 8]
+    assert result.found == {"requests": 5}
+    assert "3 lines without a login found through visitor_id: 2 values seen on the subject's own lines" in result.notes
+
+
+def test_a_visitor_id_seen_with_someone_else_is_not_followed(tmp_path: Path) -> None:
+    """A shared office browser: its anonymous lines could be either person's, so they are neither's."""
+    write(tmp_path / "events-2026-03-01.jsonl", [
+        _event(1, "v-office"),
+        _event(2, "v-office", "K00000001"),
+        _event(3, "v-office", "K00000002"),
+        _event(4, "v-max-phone"),
+        _event(5, "v-max-phone", "K00000001"),
+    ])
+    writer, result = collect(_analytics(tmp_path), Subject({"customer_id": "K00000001"}))
+    assert [r["n"] for r in writer.rows] == [2, 4, 5]  # never line 3 (Anna's) nor 1 (could be hers)
+    assert any("1 value of visitor_id also seen with someone else" in n for n in result.notes)
+
+
+def test_without_link_fields_only_lines_with_an_identity_match(tmp_path: Path) -> None:
+    write(tmp_path / "events-2026-03-01.jsonl", [_event(1, "v-1"), _event(2, "v-1", "K00000001")])
+    s = store(tmp_path, pattern="events-*.jsonl*", identities={"customer_id": {"field": "account"}})
+    writer, result = collect(s, Subject({"customer_id": "K00000001"}))
+    assert [r["n"] for r in writer.rows] == [2]
+    assert not any("without a login" in n for n in result.notes)
+
+
+def test_link_fields_must_be_keys_or_dotted_paths(tmp_path: Path) -> None:
+    problems = JsonlConnector.validate(store(tmp_path, link_fields=["visitor id"]))
+    assert any("link_fields" in where for where, _ in problems)
+
+
+def test_check_warns_when_no_line_has_a_link_field(tmp_path: Path) -> None:
+    write(tmp_path / "events-2026-03-01.jsonl", [_event(1, "v-1", "K00000001")])
+    s = store(tmp_path, pattern="events-*.jsonl*", identities={"customer_id": {"field": "account"}},
+              link_fields=["cookie_id"])
+    assert any("link_fields: none of the first 1 line" in p and "'cookie_id'" in p for p in connect(s).check())
