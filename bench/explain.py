@@ -66,7 +66,7 @@ def _explain(args: argparse.Namespace, scratch: Path) -> None:
         print(f"{'table':<18} {'dsr s':>8} {'floor s':>8} {'ratio':>6}")
         for name, table in tables.items():
             rules = sink.plan(name, [c.name for c in table.columns])
-            stmt = select(*(copy_sql.expression(table.c[r.name], r).label(r.name) for r in rules))
+            stmt = select(*(copy_sql.expression(table.c[r.name], r, table).label(r.name) for r in rules))
             stmt = stmt.where(connector.membership(name, subject)).order_by(connector._order(name, table))
             compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
             ours, floor = _timed(raw, str(compiled), compiled.params, args.repeat), _timed(raw, floors[name])

@@ -175,6 +175,9 @@ def _cross_check(m: DataMap) -> Iterator[tuple[str, str]]:
                 for i, case in enumerate(rule.cases):
                     if case.column is not None and case.equals is None and case.values is None:
                         yield f"{tbase}.fields.{col}.cases.{i}.when.in_list", "unknown list (see lists:)"
+                if rule.names_from and rule.names_from.split(".")[0] not in store.tables:
+                    yield (f"{tbase}.fields.{col}.names_from",
+                           f"unknown table {rule.names_from.split('.')[0]!r} (it must be a table of this store)")
             if table.erasure and table.erasure.until and table.erasure.until not in m.retention:
                 yield f"{tbase}.erasure.until", f"unknown retention rule {table.erasure.until!r}"
 

@@ -117,6 +117,8 @@ class FieldRule:
     reason: Localized | None = None
     description: Localized | None = None
     cases: tuple[Case, ...] = ()
+    # mask "names": the column ("table.column", same store) whose values are cut out of this text
+    names_from: str | None = None
 
 
 @dataclass(frozen=True)

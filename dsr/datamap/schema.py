@@ -16,7 +16,7 @@ LOCALES = ("de", "en")
 NAME = validate.Regexp(r"^[a-z][a-z0-9_]*$", error="use lower-case letters, digits and _ (got {input})")
 # Art. 15(4) and secrets: how a field is disclosed in an export.
 DISCLOSURES = ("export", "mask", "omit")
-MASKS = ("last3", "keep_last4", "withheld", "redact")
+MASKS = ("last3", "keep_last4", "withheld", "redact", "names")
 ERASURE_METHODS = ("delete", "null", "pseudonymise", "retain", "processor", "manual")
 ERASURE_POLICIES = ("on_request", "after_contract", "retained_until_expiry", "not_applicable")
 RECIPIENT_ROLES = ("processor", "controller", "joint_controller", "authority", "recipient")
@@ -151,6 +151,8 @@ class CaseSchema(_Strict):
     def _consistent(self, data: dict[str, Any], **_: Any) -> None:
         if data["disclose"] == "mask" and not data.get("mask"):
             raise ValidationError(f"disclose: mask needs one of {', '.join(MASKS)}", "mask")
+        if data.get("mask") == "names":
+            raise ValidationError("mask: names is for a field's own rule, not a case", "mask")
 
 
 class FieldSchema(_Strict):
@@ -160,6 +162,9 @@ class FieldSchema(_Strict):
     reason = Localized(load_default=None)
     description = Localized(load_default=None)
     cases = fields.List(fields.Nested(CaseSchema), load_default=list)
+    # mask: names. Staff named in free text (C-579/21): their names, kept in this column, are cut out.
+    names_from = fields.String(load_default=None, validate=validate.Regexp(
+        r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$", error="must be written table.column (got {input})"))
 
     @validates_schema
     def _consistent(self, data: dict[str, Any], **_: Any) -> None:
@@ -167,6 +172,11 @@ class FieldSchema(_Strict):
             raise ValidationError(f"disclose: mask needs one of {', '.join(MASKS)}", "mask")
         if data["disclose"] != "mask" and data.get("mask"):
             raise ValidationError("mask is only for disclose: mask", "mask")
+        if (data.get("mask") == "names") != bool(data.get("names_from")):
+            raise ValidationError("mask: names needs names_from (the table.column that holds the names), "
+                                  "and names_from is only for mask: names", "names_from")
+        if data.get("mask") == "names" and data["cases"]:
+            raise ValidationError("a field with mask: names cannot have cases", "cases")
         if data["disclose"] in ("mask", "omit") and not data.get("reason"):
             raise ValidationError("a masked or omitted field needs a reason (it is explained in the report)",
                                   "reason")

@@ -417,10 +417,12 @@ AGENT, AGENT_2ND, ENGINEER, FRAUD, DUNNING, PRIVACY, QUALITY, ENGINEER_3RD = ran
 NOTES: list[tuple[int, float | None, str]] = [
     (AGENT, 9.5, "Kunde bittet um Erläuterung der SMS-Posten auf der letzten Rechnung. Posten erklärt, "
                  "Kunde ist einverstanden."),
-    (AGENT_2ND, 33.5, "Gutschrift über 12,40 EUR für doppelt berechnete Nachrichten veranlasst."),
+    # Staff write colleagues' names into notes; the export cuts them out (mask: names, AC-25).
+    (AGENT_2ND, 33.5, "Gutschrift über 12,40 EUR für doppelt berechnete Nachrichten veranlasst, nach "
+                      "Rücksprache mit Claudia Brandt (Forderungsmanagement)."),
     (ENGINEER, 35.5, "Fehler 429 bei /v1/messages: Kunde überschreitet das Limit seines Tarifs. "
                    "Empfehlung: Batch-Versand, Limit-Erhöhung angeboten."),
-    (AGENT, None, "Kunde wünscht Rückmeldungen per E-Mail statt Telefon."),
+    (AGENT, None, "Kunde wünscht Rückmeldungen per E-Mail statt Telefon, laut Sabine Krügers Gesprächsnotiz."),
     (AGENT_2ND, None, "Customer asked for English correspondence from now on; noted in the account."),
 ]
 # flag, reason, rule (internal), set by (None: the rule engine, which only asks a person to review), action

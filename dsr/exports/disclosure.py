@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, BinaryIO
 
 from dsr.datamap.model import Case, FieldRule, Store
@@ -38,6 +38,20 @@ MASKS: dict[str, Callable[[str], str]] = {
     "withheld": lambda _value: "withheld",
     "redact": lambda _value: "[redacted]",
 }
+# What a name cut out of a text leaves behind: the editorial mark for an omission, in any language.
+NAME_REMOVED = "[…]"
+
+
+def names_mask(names: Iterable[str]) -> Callable[[str], str]:
+    """Cuts each of ``names`` out of a text wherever it stands as whole words, in any letter case,
+    with a genitive s ("Jan Kowalskis Notiz") (the COPY path does the same in SQL:
+    ``dsr.stores.copy_sql``). Longer names first, so "Jan Kowalski-Berg" is not cut as
+    "Jan Kowalski" and a leftover."""
+    words = sorted({n.strip() for n in names if n and n.strip()}, key=lambda n: (-len(n), n))
+    if not words:
+        return lambda value: value
+    pattern = re.compile(r"(?<!\w)(?:" + "|".join(re.escape(w) for w in words) + r")s?(?!\w)", re.IGNORECASE)
+    return lambda value: pattern.sub(NAME_REMOVED, value)
 
 
 def as_text(value: Any) -> str | None:
@@ -129,6 +143,7 @@ class DisclosingSink:
         """``in_scope``: which fields the answer covers (portability, Art. 20: only portable categories);
         fields out of scope are left out, and ``excluded()`` names them."""
         self.inner, self.store, self.in_scope = inner, store, in_scope
+        self.names: Callable[[str], Sequence[str]] | None = None
         self.options = options or {}  # what the subject chose in the request (e.g. full_numbers)
         self.redactions: dict[str, dict[str, dict[str, Any]]] = {}
         self.out_of_scope: dict[str, list[str]] = {}
@@ -168,11 +183,25 @@ class DisclosingSink:
         index = {c: i for i, c in enumerate(columns)}
         by_case = {i: _by_case(kept[c], i, index, self.options) for i, c in enumerate(columns)
                    if c in kept and kept[c].cases}
-        masks = {i: MASKS[kept[c].mask] for i, c in enumerate(columns)  # type: ignore[index]
+        masks = {i: self._mask(kept[c]) for i, c in enumerate(columns)
                  if c in kept and kept[c].disclose == "mask" and i not in by_case}
         counts = self._register(name, columns)
         return _DisclosingWriter(self.inner.open_table(name, [columns[i] for i in keep]), keep, masks, counts,
                                  list(columns), by_case)
+
+    def use_names(self, lookup: Callable[[str], Sequence[str]]) -> None:
+        """The store's lookup of ``table.column`` for fields with ``mask: names`` (``Connector.names``):
+        a connector that can look names up hands it over when it starts collecting."""
+        self.names = lookup
+
+    def _mask(self, rule: FieldRule) -> Callable[[str], str]:
+        if rule.mask == "names":
+            if self.names is None or rule.names_from is None:
+                # Never written unmasked: without the names the field cannot be disclosed at all.
+                raise RuntimeError(f"{self.store.name}: the field {rule.name} cuts out the names in "
+                                   f"{rule.names_from}, which this store cannot look up")
+            return names_mask(self.names(rule.names_from))
+        return MASKS[rule.mask or ""]
 
     def open_csv(self, name: str, columns: Sequence[str]) -> Any:
         """For stores that format CSV themselves (PostgreSQL COPY) after applying ``plan()`` in their query."""

@@ -120,6 +120,7 @@ class _Options(Schema):
 
 class Connector:
     type_name: ClassVar[str]
+    looks_up_names: ClassVar[bool] = False  # whether ``names`` works (mask: names)
     connection_schema: ClassVar[type[Schema]] = _Options
     identity_schema: ClassVar[type[Schema]] = _Options
     table_schema: ClassVar[type[Schema]] = _Options
@@ -143,6 +144,10 @@ class Connector:
             problems += _check(cls.identity_schema, spec, f"{base}.identities.{kind}")
         for name, table in store.tables.items():
             problems += _check(cls.table_schema, table.options, f"{base}.tables.{name}")
+            if not cls.looks_up_names:
+                problems += [(f"{base}.tables.{name}.fields.{column}.names_from",
+                              f"a {cls.type_name} store cannot look up names; mask: names is for sql stores")
+                             for column, rule in table.fields.items() if rule.names_from]
         return problems
 
     def check(self) -> list[str]:
@@ -154,6 +159,11 @@ class Connector:
 
     def collect(self, subject: Subject, sink: TableSink, progress: Progress | None = None) -> CollectResult:
         raise NotSupported(f"{self.type_name} cannot collect")
+
+    def names(self, source: str) -> list[str]:
+        """The values of ``table.column`` in this store: the names a ``mask: names`` field cuts out of
+        its text (staff named in a note)."""
+        raise NotSupported(f"{self.type_name} stores cannot look up names")
 
     def resolve(self, subject: Subject) -> dict[str, str]:
         """Other identities of the subject this store knows (an account's customer number and phone,

@@ -14,10 +14,12 @@ from typing import Any
 import psycopg
 from psycopg import pq
 from sqlalchemy import Boolean, Date, DateTime, Enum, String, Table, Text, case, cast, func, literal, null, or_, true
+from sqlalchemy import select as sql_select
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.sql.elements import ColumnElement
 
 from dsr.datamap.model import FieldRule
-from dsr.exports.disclosure import as_text
+from dsr.exports.disclosure import NAME_REMOVED, as_text
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _FORMULA_CODES = [ord(c) for c in _FORMULA_START]
@@ -33,7 +35,8 @@ def usable(conn: Any, sink: Any, table: Table | None) -> bool:
         return False
     if table is None:
         return True
-    return all(r.disclose != "mask" or r.mask in _MASKS for r in sink.plan(table.name, [c.name for c in table.columns]))
+    return all(r.disclose != "mask" or r.mask in _MASKS or r.mask == "names"
+               for r in sink.plan(table.name, [c.name for c in table.columns]))
 
 
 def _text(column: Any) -> ColumnElement[Any]:
@@ -73,6 +76,23 @@ _MASKS = {"last3": _last3, "keep_last4": _keep_last4, "withheld": _constant("wit
 _NEVER_FORMULA = {"keep_last4", "withheld", "redact"}
 
 
+# A letter, digit or _ beside a name means it is part of a longer word (Python's \w in disclosure.py).
+_WORD = "[[:alnum:]_]"
+
+
+def _names(value: ColumnElement[Any], source: Any) -> ColumnElement[Any]:
+    """``dsr.exports.disclosure.names_mask`` in SQL: the names in ``source`` (a column of the store)
+    cut out of ``value``. One alternation of every name, longest first, every character but
+    letters, digits and spaces escaped; a scalar sub-select, so the server builds it once."""
+    name = func.btrim(cast(source, Text))
+    escaped = func.regexp_replace(name, r"([^[:alnum:][:space:]])", r"\\\1", "g")
+    words = (sql_select(func.string_agg(escaped, aggregate_order_by(literal("|", Text), func.length(name).desc(),
+                                                                 name)))
+             .where(name != "").scalar_subquery())
+    pattern = literal(f"(?<!{_WORD})(?:", Text) + words + literal(f")s?(?!{_WORD})", Text)
+    return case((words.is_(None), value), else_=func.regexp_replace(value, pattern, NAME_REMOVED, "gi"))
+
+
 def _empty_as_null(value: ColumnElement[Any]) -> ColumnElement[Any]:
     # COPY writes an empty string as "" and NULL as nothing; the row path writes both as nothing.
     return func.nullif(value, "")
@@ -82,6 +102,15 @@ def expression(column: Any, rule: FieldRule, table: Table | None = None,
                options: dict[str, Any] | None = None, zone: str = "UTC") -> ColumnElement[Any]:
     """The SQL that yields what the CSV cell of this column must hold (per-record cases included).
     ``zone``: where the store's times without a zone are (the store's ``timezone``)."""
+    if rule.disclose == "mask" and rule.mask == "names":
+        if table is None or rule.names_from is None:
+            raise ValueError(f"mask: names of {rule.name} needs its table and names_from")
+        names_table, _, names_column = rule.names_from.partition(".")
+        # Cutting a name never puts a formula character first (the mark starts with "["), so the
+        # stored value decides the formula guard, and the mask is evaluated once.
+        source = table.metadata.tables[names_table].c[names_column]
+        return _empty_as_null(_neutralised(_names(_text(column), source),
+                                           test=_text(column)))
     cases = [c for c in rule.cases if c.applies(options or {})] if table is not None else []
     if not cases:
         return _plain(column, rule, zone)

@@ -15,7 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validates_schema
-from sqlalchemy import ColumnElement, DateTime, Engine, MetaData, Table, false, func, inspect, or_, select
+from sqlalchemy import ColumnElement, DateTime, Engine, MetaData, String, Table, cast, false, func, inspect, or_, select
 from sqlalchemy.exc import NoSuchTableError, OperationalError, SQLAlchemyError
 
 from dsr.db import make_engine
@@ -79,6 +79,7 @@ class SqlConnector(Connector):
     connection_schema = _Connection
     identity_schema = _Identity
     table_schema = _TableOptions
+    looks_up_names = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -161,7 +162,24 @@ class SqlConnector(Connector):
             table, column = ident["table"], ident["column"]
             if table in existing and column not in {c["name"] for c in inspector.get_columns(table)}:
                 problems.append(f"{base}.identities.{kind}.column: no column {column!r} in table {table}")
+        for name, table in self.store.tables.items():
+            for field, rule in table.fields.items():
+                source, _, column = (rule.names_from or "").partition(".")
+                if source in existing and column not in {c["name"] for c in inspector.get_columns(source)}:
+                    problems.append(f"{base}.tables.{name}.fields.{field}.names_from: no column {column!r} "
+                                    f"in table {source}")
         return problems
+
+    def names(self, source: str) -> list[str]:
+        """Every distinct non-empty value of ``table.column`` (the staff names a note is cleaned of)."""
+        table, _, column = source.partition(".")
+        t = self._reflect()[table]
+        value = func.trim(cast(t.c[column], String))
+        try:
+            with self.engine.connect() as conn:
+                return [str(v) for v in conn.execute(select(value).where(value != "").distinct()).scalars()]
+        except OperationalError as exc:
+            raise StoreUnavailable(f"store {self.store.name}: {exc.orig or exc}") from exc
 
     def resolve(self, subject: Subject) -> dict[str, str]:
         """Identities kept in the same row as a known one: the account found by e-mail gives its
@@ -214,6 +232,12 @@ class SqlConnector(Connector):
 
     def _collect(self, subject: Subject, sink: TableSink, progress: Progress | None) -> CollectResult:
         tables = self._reflect()
+        sources = {r.names_from for t in self.store.tables.values() for r in t.fields.values() if r.names_from}
+        if sources and hasattr(sink, "use_names"):
+            # mask: names on the row-by-row path: read once, before the export holds a connection
+            # (SQLite would see a second transaction as a lock).
+            known = {source: self.names(source) for source in sources}
+            sink.use_names(known.__getitem__)
         result = CollectResult()
         todo = []
         for name in self.store.tables:

@@ -5,6 +5,7 @@ by function and team; their names only where the data map configures them as ess
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +37,22 @@ def _stored(backend: Any) -> dict[str, dict[str, dict[str, Any]]]:
         out["employees"] = {str(r["id"]): dict(r) for r in conn.execute(select(t).where(t.c.id.in_(staff))).mappings()}
     engine.dispose()
     return out
+
+
+def _all_staff_names(backend: Any) -> list[str]:
+    engine = make_engine(backend.store_url)
+    with engine.connect() as conn:
+        names = [str(n) for n in conn.execute(select(portal.employees.c.name)).scalars()]
+    engine.dispose()
+    return names
+
+
+def _without(names: list[str], text: str) -> str:
+    """The text with each name cut out as the data map's mask: names says: whole words, any case,
+    also with a genitive s."""
+    for name in sorted(names, key=len, reverse=True):
+        text = re.sub(rf"(?<!\w){re.escape(name)}s?(?!\w)", "[…]", text, flags=re.IGNORECASE)
+    return text
 
 
 def _as_csv(record: dict[str, Any], columns: list[str]) -> dict[str, str]:
@@ -76,10 +93,16 @@ def test_AT_13_agent_notes_fraud_flags_and_access_log_are_in_the_package(app, ba
 
     detail, package = _answer(app)
     tables = read_zip(package)
+    everyone = _all_staff_names(backend)
     for t in INTERNAL:
         rows = tables[f"portal_db/{t.name}.csv"]
         columns = list(rows[0])
-        assert {str(r["id"]): r for r in rows} == {i: _as_csv(r, columns) for i, r in stored[t.name].items()}, t.name
+        expected = {i: _as_csv(r, columns) for i, r in stored[t.name].items()}
+        if t.name == "agent_notes":  # AC-25: the notes as written, but for the staff names in them
+            expected = {i: {**r, "note": _without(everyone, r["note"])} for i, r in expected.items()}
+        assert {str(r["id"]): r for r in rows} == expected, t.name
+    notes = " ".join(r["note"] for r in tables["portal_db/agent_notes.csv"])
+    assert "nach Rücksprache mit […] (Forderungsmanagement)" in notes and "laut […] Gesprächsnotiz" in notes
     # The fraud rule that fired is a trade secret (Art. 15(4)): why and with what effect are given.
     flags = tables["portal_db/fraud_flags.csv"]
     assert "rule" not in flags[0] and {"flag", "reason", "set_at", "set_by", "action"} <= set(flags[0])
@@ -104,7 +127,10 @@ def test_AT_13_agent_notes_fraud_flags_and_access_log_are_in_the_package(app, ba
     for field in HIDDEN_STAFF_FIELDS:
         assert redactions["employees"][field] == {"disclose": "omit", "mask": None,
                                                   "records": len(stored["employees"])}
-    assert "trade secret" in report and "C-579/21" in report
+    assert redactions["agent_notes"]["note"] == {"disclose": "mask", "mask": "names",
+                                                 "records": len(stored["agent_notes"])}
+    assert "trade secret" in report and "C-579/21" in report and "names of our staff are cut out" in report
+    assert 'names of our staff in the text replaced by "[…]"' in report
     # Each category with its Art. 15 information, and the codes explained in the glossary.
     datamap = app.extensions["dsr"].runtime.datamap
     for category in ("agent_notes", "fraud_flags", "access_log", "staff_involved"):

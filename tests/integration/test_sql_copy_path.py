@@ -48,6 +48,16 @@ def store_db(backend, tmp_path):
         conn.execute(update(portal.support_tickets).where(portal.support_tickets.c.account_id == 1).values(
             opened_at=datetime(2026, 3, 1, 9, 30, 15, 500000, tzinfo=UTC),  # fractions of a second
             closed_at=datetime(2026, 3, 2, 23, 59, 59, 123, tzinfo=timezone(timedelta(hours=2)))))
+        # Staff names in notes (mask: names): regular-expression characters in a name, any case, a
+        # genitive s, a name inside a longer word (kept), a note that starts with a formula character.
+        conn.execute(update(portal.employees).where(portal.employees.c.id == portal.QUALITY).values(
+            name="Dr. Petra Lange-Weiß (QS)"))
+        first, second = conn.execute(
+            text("SELECT id FROM agent_notes WHERE account_id = 1 ORDER BY id LIMIT 2")).scalars()
+        conn.execute(update(portal.agent_notes).where(portal.agent_notes.c.id == first).values(
+            note="=Rückruf durch dr. petra lange-weiß (qs) und CLAUDIA BRANDT; Brandtschutz geprüft"))
+        conn.execute(update(portal.agent_notes).where(portal.agent_notes.c.id == second).values(
+            note="Claudia Brandts Notiz: Claudia Brandtner (extern) informiert. Dr. Petra Lange-Weiß"))
     yield backend.store_url
     portal.build(engine, portal.DemoSize(subjects=12, rows=30))  # what the other tests expect
     blobs.build(engine, backend.media)
@@ -85,6 +95,10 @@ def test_copy_and_row_by_row_write_identical_files(store_db, tmp_path, monkeypat
     inbound = [line.split(",") for line in calls[1:] if ",inbound," in line]
     assert inbound and all(f[3].endswith("xxx") or f[3] == "withheld" for f in inbound)  # the caller's number
     assert "password_hash" not in (outputs["copy"] / "accounts.csv").read_text(encoding="utf-8-sig")
+    notes = (outputs["copy"] / "agent_notes.csv").read_text(encoding="utf-8-sig")
+    assert "'=Rückruf durch […] und […]; Brandtschutz geprüft" in notes
+    # Only names as the staff table writes them: without "(QS)" it is not that name (said in docs/datamap.md).
+    assert "[…] Notiz: Claudia Brandtner (extern) informiert. Dr. Petra Lange-Weiß\n" in notes.replace("\r", "")
     twin = json.loads((outputs["copy"] / "support_tickets.json").read_text(encoding="utf-8"))
     ticket = dict(zip(twin["columns"], twin["rows"][0], strict=True))
     assert ticket["subject"] == '=HYPERLINK("http://x")'  # as stored: JSON is no spreadsheet

@@ -107,6 +107,20 @@ BROKEN = [
                  id="notify-no-one-without-reason"),
     pytest.param(lambda d: d.pop("authorities"), "authorities", "Missing data for required field", None,
                  id="no-supervisory-authorities"),
+    pytest.param(lambda d: _tables(d)["agent_notes"]["fields"]["note"].pop("names_from"),
+                 "stores.portal_db.tables.agent_notes.fields.note.names_from", "mask: names needs names_from",
+                 ("note", "fields"), id="names-mask-without-its-source"),
+    pytest.param(lambda d: _tables(d)["agent_notes"]["fields"]["note"].update(names_from="staff.name"),
+                 "stores.portal_db.tables.agent_notes.fields.note.names_from", "unknown table 'staff'",
+                 ("names_from", "note"), id="names-from-a-missing-table"),
+    pytest.param(lambda d: _tables(d)["agent_notes"]["fields"]["note"].update(names_from="employees"),
+                 "stores.portal_db.tables.agent_notes.fields.note.names_from", "must be written table.column",
+                 ("names_from", "note"), id="names-from-not-table-column"),
+    pytest.param(lambda d: d["stores"]["web_logs"]["tables"]["requests"]["fields"].update(
+                     user_agent={"disclose": "mask", "mask": "names", "names_from": "requests.user",
+                                 "reason": {"de": "x", "en": "x"}}),
+                 "stores.web_logs.tables.requests.fields.user_agent.names_from", "cannot look up names",
+                 ("user_agent", "fields"), id="names-mask-in-a-log-store"),
 ]
 
 
