@@ -13,8 +13,9 @@ the store.
 ``link_fields`` (e.g. an analytics cookie's visitor ID) tie lines together: a value such a field
 holds on one of the subject's lines makes the lines without any identity (before a login) that hold
 it the subject's too, unless the value also occurs on a line of someone else (a shared browser):
-then it identifies no one person and is not followed (Art. 15(4)). That takes a second pass over
-the files, still line by line.
+then it identifies no one person and is not followed (Art. 15(4)). That takes two more passes
+over the files, still line by line (the second parses only lines holding one of the subject's
+values), and keeps only the subject's values in memory.
 
 A store has one table: the subject's lines, as rows, written in batches. Its columns are
 ``log_file`` and ``log_line`` (where the line came from), then the table's ``columns`` option if
@@ -212,37 +213,42 @@ class _Layout:
 
 
 class _Links:
-    """Values of the link fields: those on the subject's lines (``own``) and those on lines that name
-    someone else by an identity field (``foreign``). A line without any identity belongs to the
-    subject when it holds an own value that is not also foreign."""
+    """Values of the link fields on the subject's lines (``own``), and those of them also seen on a
+    line that names someone else by an identity field (``foreign``). A line without any identity
+    belongs to the subject when it holds an own value that is not foreign. Both sets hold only the
+    subject's values, so memory does not grow with the store."""
 
     def __init__(self, fields: Sequence[str], identity_fields: Sequence[str]) -> None:
         self.fields = [(f, tuple(f.split("."))) for f in fields]
         self.identity_fields = [(f, tuple(f.split("."))) for f in identity_fields]
-        self.own: set[str] = set()
+        self.own: dict[str, str] = {}  # "field=value" -> the value as text
         self.foreign: set[str] = set()
 
-    def _values(self, record: Mapping[str, Any]) -> Iterator[str]:
+    def values(self, record: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
         for path, parts in self.fields:
             value = _lookup(record, path, parts)
             if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
-                yield f"{path}={str(value).strip()}"
+                text = str(value).strip()
+                yield f"{path}={text}", text
 
-    def _anonymous(self, record: Mapping[str, Any]) -> bool:
+    def anonymous(self, record: Mapping[str, Any]) -> bool:
         return all(_lookup(record, path, parts) in (_MISSING, None, "") for path, parts in self.identity_fields)
 
-    def learn(self, record: Mapping[str, Any], subjects: bool) -> None:
-        if subjects:
-            self.own.update(self._values(record))
-        elif not self._anonymous(record):
-            self.foreign.update(self._values(record))
+    def needles(self) -> tuple[bytes, ...]:
+        """The own values as they stand in a raw line, to skip lines without any of them unparsed;
+        empty (parse every line) if one could be written escaped in JSON."""
+        texts = list(self.own.values())
+        if all(t.isascii() and t.isprintable() and not any(c in t for c in '"\\/') for t in texts):
+            return tuple(t.encode() for t in texts)
+        return ()
 
     def holds(self, record: Mapping[str, Any]) -> bool:
-        return self._anonymous(record) and any(v in self.own and v not in self.foreign for v in self._values(record))
+        return self.anonymous(record) and any(key in self.own and key not in self.foreign
+                                              for key, _text in self.values(record))
 
     def notes(self, linked: int) -> list[str]:
         names = ", ".join(f for f, _ in self.fields)
-        shared = len(self.own & self.foreign)
+        shared = len(self.foreign)
         notes = [f"{_plural(linked, 'line')} without a login found through {names}: "
                  f"{_plural(len(self.own) - shared, 'value')} seen on the subject's own lines"]
         if shared:
@@ -363,12 +369,13 @@ class JsonlConnector(Connector):
             raise StoreUnavailable(f"store {self.store.name}: cannot list {folder}: {exc}") from exc
         return {p: found[p] for p in sorted(found, key=lambda p: _rotation_key(p.relative_to(folder)))}
 
-    def _records(self, path: Path, stats: _FileStats,
-                 identity: tuple[int, int] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    def _records(self, path: Path, stats: _FileStats, identity: tuple[int, int] | None = None,
+                 containing: Sequence[bytes] = ()) -> Iterator[tuple[int, dict[str, Any]]]:
         """(line number, object) for each JSON object line of one file; counts what it skips.
 
         With ``identity``, the file must still be the one listed: a log rotated in between would
-        otherwise be read twice or not at all, so the store is unavailable until it is read again."""
+        otherwise be read twice or not at all, so the store is unavailable until it is read again.
+        With ``containing``, only lines holding one of these byte strings are parsed at all."""
         limit = int(self.options["max_line_bytes"])
         rotated = StoreUnavailable(f"store {self.store.name}: {stats.name} was rotated while the logs were read; "
                                    "try again")
@@ -398,7 +405,7 @@ class JsonlConnector(Connector):
                 if line is None:
                     stats.too_long += 1
                     continue
-                if not line.strip():
+                if not line.strip() or (containing and not any(c in line for c in containing)):
                     continue
                 try:
                     record = json.loads(line)
@@ -479,14 +486,23 @@ class JsonlConnector(Connector):
         return result
 
     def _links(self, listing: dict[Path, tuple[int, int]], matchers: list[_Matcher]) -> _Links:
-        """The first pass: the link values on the subject's lines, and those on other people's."""
+        """Before the export: the link values on the subject's lines (one pass), then which of them
+        also occur with someone else (a second pass that parses only lines holding one of them)."""
         links = _Links(self.options["link_fields"], list(self.fields.values()))
-        for path, identity in listing.items():
-            if path.suffix in _UNREADABLE:
-                continue
+        readable = {p: i for p, i in listing.items() if p.suffix not in _UNREADABLE}
+        for path, identity in readable.items():
             stats = _FileStats(path.relative_to(self.folder).as_posix())
             for _number, record in self._records(path, stats, identity):
-                links.learn(record, any(m.matches(record) for m in matchers))
+                if any(m.matches(record) for m in matchers):
+                    links.own.update(links.values(record))
+        if not links.own:
+            return links
+        needles = links.needles()
+        for path, identity in readable.items():
+            stats = _FileStats(path.relative_to(self.folder).as_posix())
+            for _number, record in self._records(path, stats, identity, needles):
+                if not links.anonymous(record) and not any(m.matches(record) for m in matchers):
+                    links.foreign.update(key for key, _text in links.values(record) if key in links.own)
         return links
 
     def check(self) -> list[str]:

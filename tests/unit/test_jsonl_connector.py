@@ -623,3 +623,15 @@ def test_check_warns_when_no_line_has_a_link_field(tmp_path: Path) -> None:
     s = store(tmp_path, pattern="events-*.jsonl*", identities={"customer_id": {"field": "account"}},
               link_fields=["cookie_id"])
     assert any("link_fields: none of the first 1 line" in p and "'cookie_id'" in p for p in connect(s).check())
+
+
+@pytest.mark.parametrize("visitor", ["v-office", "v-büro\"1"])  # the second is written escaped in JSON
+def test_a_shared_visitor_id_is_found_wherever_the_other_login_stands(tmp_path: Path, visitor: str) -> None:
+    """The other customer's login comes first, in an older file: still not followed. A value that
+    JSON writes escaped (non-ASCII, a quote) is searched in parsed lines, not as raw bytes."""
+    write(tmp_path / "events-2026-03-01.jsonl.gz", [_event(1, visitor, "K00000002"), _event(2, "v-x", "K00000003")])
+    write(tmp_path / "events-2026-03-02.jsonl", [_event(3, visitor), _event(4, visitor, "K00000001"),
+                                                   _event(5, "v-max"), _event(6, "v-max", "K00000001")])
+    writer, result = collect(_analytics(tmp_path), Subject({"customer_id": "K00000001"}))
+    assert [r["n"] for r in writer.rows] == [4, 5, 6]
+    assert any("1 value of visitor_id also seen with someone else" in n for n in result.notes)
