@@ -14,8 +14,6 @@ Everything is invented and deterministic for a given seed.
 
 from __future__ import annotations
 
-import gzip
-import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, text
+
+from dsr.demo.logs import json_line, write_lines
 
 DAYS = 30
 PAGES = ["/", "/produkte", "/preise", "/produkte/sms-api", "/produkte/voice-api", "/portal/dashboard",
@@ -81,9 +81,9 @@ def build(folder: Path, windows: list[ConsentWindow], *, events_per_day: int = 6
     counts: dict[str, int] = {}
     newest = max(days, default=None)
     for day in sorted(days):
-        lines = [_json(event) for _at, event in sorted(days[day], key=lambda item: item[0])]
+        lines = [json_line(event) for _at, event in sorted(days[day], key=lambda item: item[0])]
         name = f"events-{day.isoformat()}.jsonl" + ("" if day == newest else ".gz")
-        _write(folder / name, lines)
+        write_lines(folder / name, lines)
         counts[name] = len(lines)
     return counts
 
@@ -156,16 +156,3 @@ def _event(rng: random.Random, at: datetime, visitor: str, session: str, account
         "campaign": rng.choice(CAMPAIGNS) if first else None,
         "device": device, "region": rng.choice(REGIONS), "consent_banner": "2025-11",
     }
-
-
-def _json(record: dict[str, Any]) -> str:
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
-
-
-def _write(path: Path, lines: list[str]) -> None:
-    data = "".join(line + "\n" for line in lines).encode("utf-8")
-    if path.suffix == ".gz":
-        with path.open("wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as out:
-            out.write(data)  # mtime 0 and no name: the same seed gives the same bytes
-    else:
-        path.write_bytes(data)

@@ -76,7 +76,7 @@ def build(folder: Path, *, subjects: list[dict[str, Any]] | None = None, lines: 
             malformed = MALFORMED if (kind, suffix) == ("web", "1") else []
             text = list(render(rng, people, start, int(total * share), malformed))
             filename = f"{name}.{suffix}" if suffix else name
-            _write(out / filename, text)
+            write_lines(out / filename, text)
             counts[f"{kind}/{filename}"] = len(text)
     return counts
 
@@ -122,7 +122,7 @@ def _web_lines(rng: random.Random, people: list[dict[str, Any]], start: datetime
         else:  # an anonymous visitor
             person, user, logged_in = {"ip": _visitor_ip(rng)}, None, False
         path = rng.choice(PORTAL_PAGES if logged_in else PAGES)
-        yield _json({
+        yield json_line({
             "time": _time(start, slot, count), "remote_addr": person["ip"],
             "method": "POST" if path == "/api/session" else "GET", "path": path,
             "status": rng.choice([200, 200, 200, 200, 304, 404]) if not logged_in else rng.choice([200, 200, 302]),
@@ -146,7 +146,7 @@ def _api_lines(rng: random.Random, people: list[dict[str, Any]], start: datetime
         unauthorised = item is None and rng.random() < 0.05
         sdk, version = rng.choice(SDKS)
         endpoint = rng.choice(portal.ENDPOINTS)
-        yield _json({
+        yield json_line({
             "time": _time(start, slot, count),
             "account": None if unauthorised else person["customer_number"],
             # Gateways log only the end of a key id, never a key.
@@ -162,11 +162,12 @@ def _visitor_ip(rng: random.Random) -> str:
     return f"198.51.100.{rng.randrange(1, 255)}"
 
 
-def _json(record: dict[str, Any]) -> str:
+def json_line(record: dict[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
 
 
-def _write(path: Path, lines: list[str]) -> None:
+def write_lines(path: Path, lines: list[str]) -> None:
+    """A JSON-lines file, gzip-compressed for a ``.gz`` name, the same bytes for the same lines."""
     data = "".join(line + "\n" for line in lines).encode("utf-8")
     if path.suffix == ".gz":
         with path.open("wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as out:

@@ -234,10 +234,13 @@ class SqlConnector(Connector):
         tables = self._reflect()
         sources = {r.names_from for t in self.store.tables.values() for r in t.fields.values() if r.names_from}
         if sources and hasattr(sink, "use_names"):
-            # mask: names on the row-by-row path: read once, before the export holds a connection
-            # (SQLite would see a second transaction as a lock).
-            known = {source: self.names(source) for source in sources}
-            sink.use_names(known.__getitem__)
+            if copy_sql.usable(self.engine, sink, None):
+                sink.use_names(self.names)  # COPY cuts names in SQL: looked up only if a table takes the row path
+            else:
+                # The row-by-row path: read once, before the export holds a connection (SQLite would
+                # take a second transaction for a lock).
+                known = {source: self.names(source) for source in sources}
+                sink.use_names(known.__getitem__)
         result = CollectResult()
         todo = []
         for name in self.store.tables:
