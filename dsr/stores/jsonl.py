@@ -82,6 +82,9 @@ class _Connection(Schema):
     max_line_bytes = fields.Integer(load_default=1024 * 1024, validate=validate.Range(min=1024))
     # Fields whose value, seen on a line of the subject, also makes lines without an identity theirs.
     link_fields = fields.List(fields.String(validate=_DOTTED), load_default=list)
+    # Parse only lines that hold one of the subject's values as written (see _needle); false for a
+    # log whose writer escapes plain letters or digits in JSON strings.
+    prefilter = fields.Boolean(load_default=True)
 
     @validates("pattern")
     def _relative(self, value: str, **_: Any) -> None:
@@ -127,8 +130,33 @@ class _Matcher:
         found = _lookup(record, self.path, self.parts)
         return found is not _MISSING and _equal(self.kind, found, self.value)
 
+    @property
+    def needle(self) -> bytes | None:
+        """What a line holding this identity must contain (lower-cased), or None when its forms vary
+        too much to search for (an IPv6 address in another notation)."""
+        if self.kind == "ip_address" and ":" in self.value:
+            return None
+        return _needle(self.value)  # an IPv4 address also stands so inside its IPv4-mapped IPv6 form
+
 
 _MISSING = object()
+# Characters that some JSON writers escape (quotes, backslash, slash, and <>&' for HTML safety): a
+# value holding one may stand escaped in the raw line, so it is never searched for as bytes.
+_ESCAPED_BY_SOME = frozenset('"\\/<>&\'')
+
+
+def _needle(text: str) -> bytes | None:
+    """A value as it stands in a raw JSON line, lower-cased, to skip lines without it unparsed;
+    None when a writer could have escaped it (not printable ASCII, or one of _ESCAPED_BY_SOME)."""
+    if not text or not (text.isascii() and text.isprintable()) or _ESCAPED_BY_SOME.intersection(text):
+        return None
+    return text.lower().encode()
+
+
+def _needles(values: Iterator[bytes | None] | list[bytes | None]) -> tuple[bytes, ...] | None:
+    """All needles, or None (parse every line) if any value cannot be searched for as bytes."""
+    found = list(values)
+    return None if any(n is None for n in found) else tuple(n for n in found if n is not None)
 
 
 def _lookup(record: Mapping[str, Any], path: str, parts: Sequence[str] | None = None) -> Any:
@@ -234,13 +262,9 @@ class _Links:
     def anonymous(self, record: Mapping[str, Any]) -> bool:
         return all(_lookup(record, path, parts) in (_MISSING, None, "") for path, parts in self.identity_fields)
 
-    def needles(self) -> tuple[bytes, ...]:
-        """The own values as they stand in a raw line, to skip lines without any of them unparsed;
-        empty (parse every line) if one could be written escaped in JSON."""
-        texts = list(self.own.values())
-        if all(t.isascii() and t.isprintable() and not any(c in t for c in '"\\/') for t in texts):
-            return tuple(t.encode() for t in texts)
-        return ()
+    def needles(self) -> tuple[bytes, ...] | None:
+        """The own values as they stand in a raw line, or None (parse every line)."""
+        return _needles([_needle(text) for text in self.own.values()])
 
     def holds(self, record: Mapping[str, Any]) -> bool:
         return self.anonymous(record) and any(key in self.own and key not in self.foreign
@@ -273,6 +297,7 @@ class _Scan:
 
     files: list[_FileStats] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    filtered: bool = False  # only lines holding one of the subject's values were parsed
 
     def notes(self, folder: Path, pattern: str) -> list[str]:
         notes = []
@@ -286,7 +311,9 @@ class _Scan:
             notes.append(f"no file in {folder} matches {pattern!r}: there were no log lines to search")
         for f in self.files:
             if f.malformed:
-                notes.append(f"{_plural(f.malformed, 'line')} in {f.name} "
+                verb = "holds" if f.malformed == 1 else "hold"
+                which = f" that {verb} one of the subject's values" if self.filtered else ""
+                notes.append(f"{_plural(f.malformed, 'line')} in {f.name}{which} "
                              f"{'is' if f.malformed == 1 else 'are'} not JSON and "
                              f"{'was' if f.malformed == 1 else 'were'} skipped")
             if f.too_long:
@@ -370,12 +397,13 @@ class JsonlConnector(Connector):
         return {p: found[p] for p in sorted(found, key=lambda p: _rotation_key(p.relative_to(folder)))}
 
     def _records(self, path: Path, stats: _FileStats, identity: tuple[int, int] | None = None,
-                 containing: Sequence[bytes] = ()) -> Iterator[tuple[int, dict[str, Any]]]:
+                 containing: Sequence[bytes] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
         """(line number, object) for each JSON object line of one file; counts what it skips.
 
         With ``identity``, the file must still be the one listed: a log rotated in between would
         otherwise be read twice or not at all, so the store is unavailable until it is read again.
-        With ``containing``, only lines holding one of these byte strings are parsed at all."""
+        With ``containing``, only lines holding one of these (lower-case) byte strings, in any letter
+        case, are parsed at all: the rest cannot name the subject."""
         limit = int(self.options["max_line_bytes"])
         rotated = StoreUnavailable(f"store {self.store.name}: {stats.name} was rotated while the logs were read; "
                                    "try again")
@@ -405,8 +433,12 @@ class JsonlConnector(Connector):
                 if line is None:
                     stats.too_long += 1
                     continue
-                if not line.strip() or (containing and not any(c in line for c in containing)):
+                if not line.strip():
                     continue
+                if containing is not None:
+                    folded = line.lower()
+                    if not any(c in folded for c in containing):
+                        continue
                 try:
                     record = json.loads(line)
                 except ValueError:  # JSONDecodeError, and UnicodeDecodeError for bytes that are not UTF-8
@@ -449,6 +481,11 @@ class JsonlConnector(Connector):
 
         links = self._links(listing, matchers) if matchers and self.options["link_fields"] else None
         linked = 0
+        needles = self._needles(matchers)
+        if needles is not None and links is not None and links.own:
+            extra = links.needles()
+            needles = None if extra is None else needles + extra
+        scan.filtered = needles is not None
         try:
             if matchers:
                 for path in files:
@@ -460,7 +497,7 @@ class JsonlConnector(Connector):
                         continue
                     stats = _FileStats(name)
                     scan.files.append(stats)
-                    for number, record in self._records(path, stats, listing[path]):
+                    for number, record in self._records(path, stats, listing[path], needles):
                         if any(m.matches(record) for m in matchers):
                             pending.append((name, number, record))
                         elif links is not None and links.holds(record):
@@ -490,20 +527,26 @@ class JsonlConnector(Connector):
         also occur with someone else (a second pass that parses only lines holding one of them)."""
         links = _Links(self.options["link_fields"], list(self.fields.values()))
         readable = {p: i for p, i in listing.items() if p.suffix not in _UNREADABLE}
+        mine = self._needles(matchers)
         for path, identity in readable.items():
             stats = _FileStats(path.relative_to(self.folder).as_posix())
-            for _number, record in self._records(path, stats, identity):
+            for _number, record in self._records(path, stats, identity, mine):
                 if any(m.matches(record) for m in matchers):
                     links.own.update(links.values(record))
         if not links.own:
             return links
-        needles = links.needles()
+        needles = links.needles() if self.options["prefilter"] else None
         for path, identity in readable.items():
             stats = _FileStats(path.relative_to(self.folder).as_posix())
             for _number, record in self._records(path, stats, identity, needles):
                 if not links.anonymous(record) and not any(m.matches(record) for m in matchers):
                     links.foreign.update(key for key, _text in links.values(record) if key in links.own)
         return links
+
+    def _needles(self, matchers: list[_Matcher]) -> tuple[bytes, ...] | None:
+        """What a line of the subject must contain, or None to parse every line (``prefilter: false``,
+        or an identity whose forms vary)."""
+        return _needles([m.needle for m in matchers]) if self.options["prefilter"] else None
 
     def check(self) -> list[str]:
         """The folder is readable, the pattern matches, and a sample of lines is JSON with the mapped fields."""

@@ -116,7 +116,7 @@ def test_the_proposed_stanzas_load_with_the_default_map_and_find_max(tmp_path: P
     assert list(rows[0]) == ["log_file", "log_line", "time", "remote_addr", "method", "path", "status", "bytes",
                              "user_agent", "referer", "user", "account", "extra"]
     assert all(r["user"].lower() == MAX and r["account"] == "K00000001" for r in rows)
-    assert "3 lines in access.log.1 are not JSON and were skipped" in result.notes
+    assert not any("not JSON" in n for n in result.notes)  # the demo's broken lines do not name Max
 
     result, _sink = export(datamap, "api_logs", subject, tmp_path / "api", instance)
     rows = read_csv(tmp_path / "api" / "calls.csv")
