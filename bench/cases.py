@@ -125,6 +125,46 @@ def collect_rows_path(ctx: Context) -> Figures:
     return _collect(ctx, rows_only=True)
 
 
+def files_floor(ctx: Context) -> Figures:
+    """The floor of a log store: every line of its files read (gunzip, readline), nothing parsed."""
+    import gzip
+
+    assert ctx.events_dir is not None
+    lines = 0
+    with stopwatch() as watch:
+        for path in sorted(ctx.events_dir.glob("events-*.jsonl.gz")):
+            with gzip.open(path, "rb") as f:
+                for _line in f:
+                    lines += 1
+    return Figures(watch.seconds, lines)
+
+
+@case("collect_analytics", "JsonlConnector.collect of the analytics events (link passes, prefilter), "
+      "beside reading the same files", floor=files_floor)
+def collect_analytics(ctx: Context) -> Figures:
+    """The default map's analytics store over an export of ``size`` events (``bench.data.build_events``):
+    the subject's events, and those before a login linked through the visitor ID, into CSV."""
+    from dataclasses import replace
+
+    from dsr.config import DEFAULT_DATAMAP
+    from dsr.datamap import load
+    from dsr.exports.csv_files import CsvDirectorySink
+    from dsr.exports.disclosure import DisclosingSink
+    from dsr.stores import ConnectorContext, Subject, validate_store
+    from dsr.stores.jsonl import JsonlConnector
+
+    assert ctx.events_dir is not None
+    os.environ["DSR_PORTAL_DB_URL"] = ctx.store_url
+    store = load(DEFAULT_DATAMAP, instance_dir=ctx.work_dir, validate_store=validate_store).stores["analytics"]
+    store = replace(store, connection={**store.connection, "path": str(ctx.events_dir)})
+    connector = JsonlConnector(store, ConnectorContext(ctx.work_dir))
+    sink = DisclosingSink(CsvDirectorySink(ctx.work_dir / "out"), store)
+    with stopwatch() as watch:
+        result = connector.collect(Subject({"customer_id": "K00000001"}), sink)
+    # rows: the lines searched (the export holds ``size`` events), as the floor reads them all.
+    return Figures(watch.seconds, ctx.size, notes={"found": dict(result.found)})
+
+
 @case("access_end_to_end", "access request through the app: verified -> package ready, one `dsr worker` process")
 def access_end_to_end(ctx: Context) -> Figures:
     """Submit and verify through the API (Flask test client), a separate ``dsr worker`` does the jobs.

@@ -101,6 +101,48 @@ def analytics_folder(media_dir: Path) -> Path:
     return media_dir.parent / "analytics"
 
 
+EVENT_DAYS = 30  # the analytics export: one gzip file a day, as the notice keeps analytics 30 days
+
+
+def build_events(folder: Path, events: int, seed: int = 42) -> tuple[int, int]:
+    """An analytics export of ``events`` events in EVENT_DAYS daily gzip files, written line by line:
+    10,000 customers on two browsers each, 70% of events after a login; 1% are the subject's
+    (``K00000001``), on a laptop and a phone, a third of those before a login (found through the
+    visitor ID), and one office browser the subject shares with customer ``K00000002`` (never
+    followed). Returns (events written, events of the subject a collect must find)."""
+    import gzip
+    import json
+    import random
+
+    rng = random.Random(seed)  # noqa: S311 (invented events, not secrets)
+    folder.mkdir(parents=True, exist_ok=True)
+    per_day, mine = -(-events // EVENT_DAYS), 0
+    written = 0
+    for day in range(EVENT_DAYS):
+        path = folder / f"events-2026-03-{day + 1:02d}.jsonl.gz"
+        with gzip.open(path, "wt", encoding="utf-8", compresslevel=1) as out:
+            for i in range(min(per_day, events - written)):
+                roll = rng.random()
+                if roll < 0.01:  # the subject
+                    visitor, account = f"v-max-{i % 2}", "K00000001" if rng.random() < 0.67 else None
+                    mine += 1
+                elif roll < 0.0105:  # the shared office browser: the subject's logins and another's
+                    visitor, account = "v-office", rng.choice(["K00000001", "K00000002", None])
+                    mine += account == "K00000001"
+                else:
+                    customer = rng.randrange(2, 10_002)
+                    visitor = f"v-{customer:08d}-{rng.randrange(2)}"
+                    account = f"K{customer:08d}" if rng.random() < 0.7 else None
+                out.write(json.dumps({
+                    "time": f"2026-03-{day + 1:02d}T{i * 86400 // per_day // 3600:02d}:00:00Z",
+                    "visitor_id": visitor, "session_id": f"s-{rng.getrandbits(40):010x}", "account": account,
+                    "event": "page_view", "page": "/portal/usage", "referrer": None, "campaign": None,
+                    "device": {"type": "desktop", "browser": "Chrome 124", "os": "Windows 11"},
+                    "region": "DE-NW", "consent_banner": "2025-11"}, separators=(",", ":")) + "\n")
+                written += 1
+    return written, mine
+
+
 def build_logs(folder: Path, subjects: int, seed: int = 42) -> dict[str, int]:
     from dsr.demo import logs
 

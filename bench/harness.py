@@ -52,6 +52,7 @@ class Context:
     project_dir: Path
     work_dir: Path = Path()  # a fresh, empty folder for this one run; removed afterwards unless keep_files
     keep_files: bool = False  # --keep-files: the last run's folder stays (worker logs, packages)
+    events_dir: Path | None = None  # an analytics export of ``size`` events (bench.data.build_events)
     timeout: float = 600.0
     options: dict[str, Any] = field(default_factory=dict)  # a load case's setting (workers, rate, ...)
 

@@ -204,7 +204,14 @@ def _build(args: argparse.Namespace, dbs: data.Databases, base: Context, size: i
     total = sum(built.counts.values())
     notes.append(f"{size:,}: store of {total:,} rows ({args.subjects} accounts), built in {built.seconds:.1f} s")
     print(f"\n{size:,} rows: store of {total:,} rows built in {built.seconds:.1f} s", flush=True)
-    return replace(base, size=size, subject_key=built.subject_key,
+    events_dir = None
+    if "collect_analytics" in args.cases:
+        events_dir = base.work_dir.parent / f"events-{size}"
+        started = time.perf_counter()
+        written, mine = data.build_events(events_dir, size)
+        notes.append(f"{size:,}: analytics export of {written:,} events ({mine:,} the subject's, "
+                     f"{data.EVENT_DAYS} gzip files), built in {time.perf_counter() - started:.1f} s")
+    return replace(base, size=size, subject_key=built.subject_key, events_dir=events_dir,
                    floor_queries=data.floor_queries(_portal_store(dbs.store_url, base.work_dir.parent),
                                                     built.subject_key))
 
