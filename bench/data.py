@@ -111,15 +111,19 @@ def build_events(folder: Path, events: int, seed: int = 42) -> tuple[int, int]:
     visitor ID), and one office browser the subject shares with customer ``K00000002`` (never
     followed). Returns (events written, events of the subject a collect must find)."""
     import gzip
-    import json
     import random
+    from datetime import UTC, datetime, timedelta
+
+    from dsr.demo.analytics import DEVICES, event_record
+    from dsr.demo.logs import json_line
 
     rng = random.Random(seed)  # noqa: S311 (invented events, not secrets)
     folder.mkdir(parents=True, exist_ok=True)
     per_day, mine = -(-events // EVENT_DAYS), 0
     written = 0
     for day in range(EVENT_DAYS):
-        path = folder / f"events-2026-03-{day + 1:02d}.jsonl.gz"
+        start = datetime(2026, 3, day + 1, tzinfo=UTC)
+        path = folder / f"events-{start.date().isoformat()}.jsonl.gz"
         with gzip.open(path, "wt", encoding="utf-8", compresslevel=1) as out:
             for i in range(min(per_day, events - written)):
                 roll = rng.random()
@@ -133,12 +137,9 @@ def build_events(folder: Path, events: int, seed: int = 42) -> tuple[int, int]:
                     customer = rng.randrange(2, 10_002)
                     visitor = f"v-{customer:08d}-{rng.randrange(2)}"
                     account = f"K{customer:08d}" if rng.random() < 0.7 else None
-                out.write(json.dumps({
-                    "time": f"2026-03-{day + 1:02d}T{i * 86400 // per_day // 3600:02d}:00:00Z",
-                    "visitor_id": visitor, "session_id": f"s-{rng.getrandbits(40):010x}", "account": account,
-                    "event": "page_view", "page": "/portal/usage", "referrer": None, "campaign": None,
-                    "device": {"type": "desktop", "browser": "Chrome 124", "os": "Windows 11"},
-                    "region": "DE-NW", "consent_banner": "2025-11"}, separators=(",", ":")) + "\n")
+                at = start + timedelta(seconds=i * 86400 // per_day)
+                out.write(json_line(event_record(rng, at, visitor, f"s-{rng.getrandbits(40):010x}", account,
+                                                 DEVICES[0], first=account is None)) + "\n")
                 written += 1
     return written, mine
 

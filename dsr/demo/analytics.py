@@ -106,7 +106,7 @@ def _events(rng: random.Random, window: ConsentWindow, n: int,
                 at += timedelta(seconds=rng.randrange(5, 300))
                 if at >= end:
                     break
-                yield at, _event(rng, at, visitor, session, window.customer_number if k else None, device,
+                yield at, event_record(rng, at, visitor, session, window.customer_number if k else None, device,
                                  first=k == 0)
         day += timedelta(days=1)
 
@@ -124,7 +124,7 @@ def _shared_browser(rng: random.Random, people: list[ConsentWindow],
         for k in range(per_day // 2 or 1):
             at += timedelta(seconds=rng.randrange(5, 300))
             if at < end:
-                yield at, _event(rng, at, visitor, session, person.customer_number if k else None, DEVICES[0],
+                yield at, event_record(rng, at, visitor, session, person.customer_number if k else None, DEVICES[0],
                                  first=k == 0)
 
 
@@ -134,7 +134,7 @@ def _strangers(rng: random.Random, first: date, last: date) -> Iterator[tuple[da
     span = max((last - first).days, 1) * 86400
     for _ in range(max(10, span // 86400)):
         at = start + timedelta(seconds=rng.randrange(0, span))
-        yield at, _event(rng, at, f"v-{rng.getrandbits(64):016x}", f"s-{rng.getrandbits(48):012x}", None,
+        yield at, event_record(rng, at, f"v-{rng.getrandbits(64):016x}", f"s-{rng.getrandbits(48):012x}", None,
                          rng.choice(DEVICES), first=True)
 
 
@@ -145,7 +145,7 @@ def _days(start: datetime, end: datetime) -> Iterator[datetime]:
         day += timedelta(days=1)
 
 
-def _event(rng: random.Random, at: datetime, visitor: str, session: str, account: str | None,
+def event_record(rng: random.Random, at: datetime, visitor: str, session: str, account: str | None,
            device: dict[str, str], *, first: bool) -> dict[str, Any]:
     page = rng.choice(PAGES[5:9] if account else PAGES[:5] + PAGES[9:])
     return {
