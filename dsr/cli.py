@@ -247,19 +247,24 @@ def worker(burst: bool, simple: bool) -> None:
     connection = connect(settings)
     queue = make_queue(settings, connection)
     rt = runtimes.build(settings, RqDispatcher(queue, settings.retry_intervals))
+    # RQ's maintenance pass (every 10 minutes by default) is when a worker takes over the scheduler lock of
+    # one that died and puts abandoned jobs right: every DSR_WORKER_MAINTENANCE_SECONDS instead.
+    maintenance = settings.worker_maintenance_seconds
     if simple:
-        DsrSimpleWorker([queue], connection=connection, runtime=rt).work(burst=burst, with_scheduler=True)
+        DsrSimpleWorker([queue], connection=connection, runtime=rt, maintenance_interval=maintenance).work(
+            burst=burst, with_scheduler=True)
         return
-    forking = DsrWorker([queue], connection=connection, runtime=rt)
+    forking = DsrWorker([queue], connection=connection, runtime=rt, maintenance_interval=maintenance)
     forking.preload()  # once, before the first fork: each work horse starts with it loaded
     forking.work(burst=burst, with_scheduler=True)
 
 
 @main.command()
-@click.option("--interval", default=30.0, show_default=True, help="Seconds between sweeps.")
+@click.option("--interval", type=float, default=None, help="Seconds between sweeps [default: DSR_SWEEP_SECONDS, 15].")
 @click.option("--once", is_flag=True, help="Sweep once and exit (for cron or a systemd timer).")
-def sweeper(interval: float, once: bool) -> None:
-    """Send jobs that were committed but never reached the queue (it was down)."""
+def sweeper(interval: float | None, once: bool) -> None:
+    """Send jobs that were committed but never reached the queue (it was down), hand work whose job died or
+    was lost to a new job (the watchdog), and delete expired exports."""
     from dsr import runtime as runtimes
     from dsr.queue import RqDispatcher, Sweeper, connect, make_queue
 
@@ -267,9 +272,11 @@ def sweeper(interval: float, once: bool) -> None:
     if not settings.redis_url:
         raise click.ClickException("DSR_REDIS_URL is not set: the embedded default sweeps inside `dsr web`")
     queue = make_queue(settings, connect(settings))
-    sweep = Sweeper(runtimes.build(settings, RqDispatcher(queue, settings.retry_intervals)), interval)
+    sweep = Sweeper(runtimes.build(settings, RqDispatcher(queue, settings.retry_intervals)),
+                    interval if interval is not None else settings.sweep_seconds)
     if once:
-        click.echo(f"{sweep.sweep_once()} job(s) sent, {sweep.purge_once()} expired export(s) purged")
+        sent, recovered = sweep.sweep_once(), sweep.recover_once()
+        click.echo(f"{sent} job(s) sent, recovered: {recovered}, {sweep.purge_once()} expired export(s) purged")
         return
     sweep.run()
 

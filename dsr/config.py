@@ -66,6 +66,9 @@ class Settings:
     processor_deadline_days: int = 10
     outbox_grace_seconds: int = 30
     base_url: str | None = None
+    task_lease_seconds: int = 30
+    worker_maintenance_seconds: int = 30
+    sweep_seconds: float = 15.0
 
     @property
     def production(self) -> bool:
@@ -132,7 +135,18 @@ class Settings:
             retry_intervals=_intervals(get("DSR_JOB_RETRY_INTERVALS")),
             processor_deadline_days=integer("DSR_PROCESSOR_DEADLINE_DAYS", 10),
             base_url=get("DSR_BASE_URL"),
+            task_lease_seconds=integer("DSR_TASK_LEASE_SECONDS", 30),
+            worker_maintenance_seconds=integer("DSR_WORKER_MAINTENANCE_SECONDS", 30),
+            sweep_seconds=integer("DSR_SWEEP_SECONDS", 15),
+            outbox_grace_seconds=integer("DSR_JOB_GRACE_SECONDS", 30),
         )
+        if settings.task_lease_seconds < 3:
+            raise ConfigError(f"DSR_TASK_LEASE_SECONDS must be at least 3, got {settings.task_lease_seconds}")
+        if settings.sweep_seconds < 1:
+            raise ConfigError(f"DSR_SWEEP_SECONDS must be at least 1, got {settings.sweep_seconds:g}")
+        if settings.worker_maintenance_seconds < 1:
+            raise ConfigError("DSR_WORKER_MAINTENANCE_SECONDS must be at least 1, "
+                              f"got {settings.worker_maintenance_seconds}")
         if not 0 <= settings.report_preview_rows <= 100:
             raise ConfigError(f"DSR_REPORT_PREVIEW_ROWS must be between 0 and 100, got {settings.report_preview_rows}")
         return replace(settings, **overrides) if overrides else settings  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -24,8 +24,10 @@ from rq.timeouts import TimerDeathPenalty
 
 from dsr import runtime as runtimes
 from dsr.config import Settings
-from dsr.domain import work
 from dsr.outbox import JobSpec
+
+if TYPE_CHECKING:
+    from dsr.domain.recovery import Recovered
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +54,9 @@ class RqDispatcher:
 
     def send(self, job: JobSpec) -> None:
         depends_on = Dependency(jobs=list(job.depends_on), allow_failure=True) if job.depends_on else None
-        retry = None
-        if job.function == work.COLLECT and self.retry_intervals:
-            retry = Retry(max=len(self.retry_intervals), interval=self.retry_intervals)
+        # Every job kind is retried (each is idempotent): a store's flaky network, the database away for a
+        # moment, a work horse killed. What is still undone after the last retry the watchdog finds.
+        retry = Retry(max=len(self.retry_intervals), interval=self.retry_intervals) if self.retry_intervals else None
         options: dict[str, Any] = {"job_id": job.job_id, "depends_on": depends_on, "retry": retry,
                                    "job_timeout": JOB_TIMEOUT, "result_ttl": 24 * 3600, "failure_ttl": 30 * 24 * 3600}
         if job.not_before is not None and job.not_before > datetime.now(UTC):
@@ -244,13 +246,20 @@ class Sweeper:
         self.thread = threading.Thread(target=self.run, name="dsr-sweeper", daemon=True)
 
     def sweep_once(self) -> int:
-        from datetime import timedelta
-
         from dsr.outbox import sweep
 
         assert self.runtime.dispatcher is not None
         grace = timedelta(seconds=self.runtime.settings.outbox_grace_seconds)
         return sweep(self.runtime.sessions, self.runtime.dispatcher, older_than=grace)
+
+    def recover_once(self) -> Recovered:
+        """The watchdog's pass: work no live job will finish gets a new job (``dsr.domain.recovery``)."""
+        from dsr.domain.planning import ACTIONS
+        from dsr.domain.recovery import recover
+
+        assert self.runtime.dispatcher is not None
+        grace = timedelta(seconds=self.runtime.settings.outbox_grace_seconds)
+        return recover(self.runtime.sessions, self.runtime.dispatcher.is_known, grace=grace, automated=set(ACTIONS))
 
     def purge_once(self) -> int:
         from dsr.domain.retention import purge_expired
@@ -263,6 +272,7 @@ class Sweeper:
                 sent = self.sweep_once()
                 if sent:
                     log.info("sweeper sent %d job(s) from the outbox", sent)
+                self.recover_once()  # logs what it did
                 purged = self.purge_once()
                 if purged:
                     log.info("sweeper purged %d expired export(s)", purged)

@@ -8,6 +8,7 @@ or a retry after a crash, never mixes two attempts' files.
 from __future__ import annotations
 
 import hashlib
+import logging
 import shutil
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -15,12 +16,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
-from sqlalchemy import CursorResult, Result, and_, or_, select, update
+from sqlalchemy import CursorResult, Result, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dsr.datamap import Category, DataMap, FieldRule
 from dsr.domain import audit, delivery, work
 from dsr.domain.errors import DomainError, InvalidTransition, NotFound
+from dsr.domain.leases import DEFAULT_LEASE, Lease, runner
 from dsr.domain.packaging import ReportOptions, Storage, build_package
 from dsr.exports.csv_files import CsvDirectorySink
 from dsr.exports.disclosure import DisclosingSink
@@ -28,12 +30,16 @@ from dsr.models import Artifact, Request, RequestStatus, RequestType, Task, Task
 from dsr.outbox import schedule
 from dsr.stores import Connector, Pending, Refused, StoreUnavailable, Subject
 
+log = logging.getLogger(__name__)
+
 WORKER = "worker"
 
 
 CLAIMABLE = (TaskStatus.QUEUED.value, TaskStatus.WAITING.value)
-# A task left 'running' this long was abandoned by a worker that died: it may be claimed again.
-STALE_RUN = timedelta(hours=2)
+TERMINAL = (TaskStatus.DONE.value, TaskStatus.FAILED.value)
+# A task whose attempts die this often (killed, out of memory, timed out) fails instead of being taken
+# over again: something in it kills its worker, and a person must look.
+MAX_ABANDONED = 3
 # When a store that was answering later cannot be reached, ask again after this long (until its deadline).
 UNREACHABLE_RETRY = 300
 
@@ -49,24 +55,33 @@ def collect(
     resolve: Callable[[Subject, str], Subject] = lambda subject, _store: subject,
     after_attempt: int | None = None,
     categories: Mapping[str, Category] | None = None,
+    holder: str | None = None,
+    lease: timedelta = DEFAULT_LEASE,
 ) -> Task | None:
-    """Run one collect task. Returns None when there was nothing to do (done elsewhere, or a poll that
-    a callback or another poll overtook: ``after_attempt`` names the attempt a poll follows)."""
+    """Run one collect task. Returns None when there was nothing to do: done elsewhere, held by a live
+    attempt of another job, or a poll that a callback or another poll overtook (``after_attempt`` names
+    the attempt a poll follows).
+
+    ``holder`` is the queue job running this; a task still marked running for the same job was left by
+    that job's earlier run, which died (the queue retries a job under its id), and is taken over at once.
+    Any other running task is taken over only once its lease has run out."""
     now = utcnow()
     with sessions.begin() as session:
-        claimable = or_(Task.status.in_(CLAIMABLE),
-                        and_(Task.status == TaskStatus.RUNNING.value, Task.started_at < now - STALE_RUN))
-        condition = [Task.id == task_id, claimable]
-        if after_attempt is not None:
-            condition.append(Task.attempts == after_attempt)
-        claimed = _rowcount(session.execute(
-            update(Task).where(*condition)
-            .values(status=TaskStatus.RUNNING.value, attempts=Task.attempts + 1, started_at=now, error=None)
-        ))
-        if not claimed:
+        task = session.get(Task, task_id, with_for_update=True)
+        if task is None or (after_attempt is not None and task.attempts != after_attempt):
             return None
-        task = session.get(Task, task_id)
-        assert task is not None
+        if task.status == TaskStatus.RUNNING:
+            own = holder is not None and task.job_id == holder
+            if not own and task.lease_expires_at is not None and task.lease_expires_at > now:
+                log.info("task %s is held by job %s (%s) until %s", task.id, task.job_id, task.runner,
+                         task.lease_expires_at.isoformat())
+                return None
+            if not abandon(session, task, actor=WORKER, now=now):
+                return None
+        elif task.status not in CLAIMABLE:
+            return None
+        task.status, task.attempts, task.started_at, task.error = TaskStatus.RUNNING.value, task.attempts + 1, now, None
+        task.job_id, task.lease_expires_at, task.runner = holder, now + lease, runner()
         request = session.get(Request, task.request_id)
         assert request is not None
         attempt, store, request_id, request_type = task.attempts, task.store, task.request_id, request.type
@@ -76,6 +91,52 @@ def collect(
         subject = Subject.from_email(request.email, case_id=str(request.id), received_at=request.received_at,
                                      request_type=request.type)
 
+    with Lease(sessions, task_id, attempt, lease):
+        return _run_collect(sessions, connector_for, storage, task_id, attempt, store, request_id, request_type,
+                            options, waiting, earlier, subject, final_attempt=final_attempt,
+                            processor_deadline=processor_deadline, resolve=resolve, categories=categories)
+
+
+def abandon(session: Session, task: Task, *, actor: str, now: datetime) -> bool:
+    """The attempt running ``task`` died without a word (its lease ran out, or its job is being run
+    again). Record it; True when the task may run again, False when it failed for dying too often."""
+    count = int((task.checkpoint or {}).get("abandoned", 0)) + 1
+    task.checkpoint = {**(task.checkpoint or {}), "abandoned": count}
+    audit.record(session, "task.abandoned", actor=actor, request_id=task.request_id, at=now, data={
+        "store": task.store, "attempt": task.attempts, "runner": task.runner, "job": task.job_id, "times": count,
+    })
+    task.lease_expires_at = None
+    if count < MAX_ABANDONED:
+        task.status = TaskStatus.QUEUED.value
+        return True
+    task.status, task.finished_at = TaskStatus.FAILED.value, now
+    task.error = (f"the worker running this task stopped {count} times before it finished (killed, out of memory "
+                  "or timed out); find the cause in the workers' logs, then run the task again")
+    audit.record(session, "task.failed", actor=actor, request_id=task.request_id, at=now,
+                 data={"store": task.store, "attempt": task.attempts, "error": "abandoned"})
+    settled(session, task, f"{task.attempts}-abandoned")
+    return False
+
+
+def settled(session: Session, task: Task, run: str) -> None:
+    """``task`` has just ended (done or failed): if it was its request's last open task, schedule the
+    assembly. The request row is locked first, so of two tasks ending at once exactly one sees the
+    other ended and schedules it (each count runs after the other's commit)."""
+    session.flush()
+    session.execute(select(Request.id).where(Request.id == task.request_id).with_for_update())
+    still_open = session.scalar(select(func.count()).select_from(Task).where(
+        Task.request_id == task.request_id, Task.status.not_in(TERMINAL)))
+    if not still_open:
+        schedule(session, work.ASSEMBLE, str(task.request_id),
+                 job_id=work.assemble_id(task.request_id, f"{task.id.hex[:8]}-{run}"))
+
+
+def _run_collect(sessions: sessionmaker[Session], connector_for: Callable[[str], Connector], storage: Storage,
+                 task_id: uuid.UUID, attempt: int, store: str, request_id: uuid.UUID, request_type: str,
+                 options: dict[str, Any], waiting: dict[str, Any] | None, earlier: dict[str, Any],
+                 subject: Subject, *, final_attempt: bool, processor_deadline: timedelta,
+                 resolve: Callable[[Subject, str], Subject],
+                 categories: Mapping[str, Category] | None) -> Task | None:
     out = storage.work_dir(request_id, store, attempt)
     shutil.rmtree(out, ignore_errors=True)
     progress = _Progress(sessions, task_id, attempt, storage, out, earlier)
@@ -103,18 +164,20 @@ def collect(
         done = _rowcount(session.execute(
             update(Task)
             .where(Task.id == task_id, Task.attempts == attempt, Task.status == TaskStatus.RUNNING.value)
-            .values(status=TaskStatus.DONE.value, finished_at=utcnow(),
+            .values(status=TaskStatus.DONE.value, finished_at=utcnow(), lease_expires_at=None,
                     counts={"found": result.found, "files": result.files, "total": result.total,
                             "redactions": {**progress.redactions, **sink.summary()}, "notes": result.notes,
                             **({"out_of_scope": sink.excluded()} if sink.excluded() else {}),
                             **({"resumed": sorted(progress.carried)} if progress.carried else {})},
                     checkpoint={"output": str(out.relative_to(storage.root))})
         ))
-        if done:
+        task = session.get(Task, task_id)
+        if done and task is not None:
             audit.record(session, "task.completed", actor=WORKER, request_id=request_id,
                          data={"store": store, "action": "collect", "attempt": attempt, "found": result.found,
                                "files": result.files})
-        return session.get(Task, task_id)
+            settled(session, task, str(attempt))
+        return task
 
 
 def _scope(request_type: str, categories: Mapping[str, Category] | None) -> Callable[[FieldRule], bool] | None:
@@ -141,6 +204,11 @@ class _Progress:
                 if _move_unit(source, out, unit):
                     self.units[unit] = int(found)
                     self.carried.add(unit)
+        # What earlier attempts left beyond the units adopted (a table half written when their worker died)
+        # is a copy of the subject's data that nobody will use: it goes now.
+        for other in out.parent.glob("attempt-*"):
+            if other != out:
+                shutil.rmtree(other, ignore_errors=True)
 
     def done(self, unit: str) -> bool:
         return unit in self.carried
@@ -177,17 +245,17 @@ def _wait(sessions: sessionmaker[Session], task_id: uuid.UUID, attempt: int, pen
     now = utcnow()
     with sessions.begin() as session:
         task = session.get(Task, task_id, with_for_update=True)
-        if task is None or task.attempts != attempt:
-            return task
+        if task is None or task.attempts != attempt or task.status != TaskStatus.RUNNING:
+            return task  # taken over: another attempt decides
         previous = task.checkpoint or {}
         since = datetime.fromisoformat(previous["waiting_since"]) if "waiting_since" in previous else now
+        task.lease_expires_at, task.job_id = None, None
         if now - since > deadline:
             task.status, task.finished_at = TaskStatus.FAILED.value, now
             task.error = f"the store did not answer within {deadline.days} days (reference {pending.reference})"
             audit.record(session, "task.failed", actor=WORKER, request_id=task.request_id,
                          data={"store": task.store, "attempt": attempt, "error": "deadline"})
-            schedule(session, work.ASSEMBLE, str(task.request_id),
-                     job_id=work.assemble_id(task.request_id, f"{task.id.hex[:8]}-{attempt}"))
+            settled(session, task, str(attempt))
             return task
         task.status = TaskStatus.WAITING.value
         # The first answer (a processor's signed receipt) is evidence (LC-61): it is kept, not overwritten.
@@ -198,11 +266,11 @@ def _wait(sessions: sessionmaker[Session], task_id: uuid.UUID, attempt: int, pen
             audit.record(session, "task.waiting", actor=WORKER, request_id=task.request_id,
                          data={"store": task.store, "reference": pending.reference, "answer": pending.note})
         if pending.retry_after is not None:
-            poll = work.collect_id(task.id, attempt + 1)
-            schedule(session, work.COLLECT, str(task.id), attempt, job_id=poll,
+            # The poll is the job that runs this task next (the watchdog re-sends it if the queue loses it);
+            # without one, a callback or a person moves the task on.
+            task.job_id = work.collect_id(task.id, attempt + 1)
+            schedule(session, work.COLLECT, str(task.id), attempt, job_id=task.job_id,
                      not_before=now + timedelta(seconds=pending.retry_after))
-            schedule(session, work.ASSEMBLE, str(task.request_id),
-                     job_id=work.assemble_id(task.request_id, f"{task.id.hex[:8]}-{attempt + 1}"), depends_on=[poll])
         return task
 
 
@@ -232,7 +300,7 @@ def complete_by_hand(session: Session, task: Task, storage: Storage, *, actor: s
         counting = _Hashing(content, digest)
         sink.add_file("evidence", name, cast(BinaryIO, counting))
         files.append({"name": name, "size": counting.size, "sha256": digest.hexdigest()})
-    task.status, task.finished_at, task.error = TaskStatus.DONE.value, now, None
+    task.status, task.finished_at, task.error, task.job_id = TaskStatus.DONE.value, now, None, None
     task.counts = {**(task.counts or {}), "found": {}, "files": {"evidence": len(files)}, "total": len(files),
                    "note": note.strip(), "evidence": files, "completed_by": actor}
     task.checkpoint = {**(task.checkpoint or {}), "output": str(out.relative_to(storage.root))}
@@ -240,8 +308,7 @@ def complete_by_hand(session: Session, task: Task, storage: Storage, *, actor: s
         "store": task.store, "evidence": [{"sha256": f["sha256"], "size": f["size"]} for f in files],
         "note_sha256": hashlib.sha256(note.strip().encode()).hexdigest(),
     })
-    schedule(session, work.ASSEMBLE, str(task.request_id),
-             job_id=work.assemble_id(task.request_id, f"{task.id.hex[:8]}-{attempt}-manual"))
+    settled(session, task, f"{attempt}-manual")
     return task
 
 
@@ -266,11 +333,8 @@ def wake(session: Session, task: Task) -> bool:
     if task.status != TaskStatus.WAITING:
         return False
     task.status = TaskStatus.QUEUED.value
-    job = work.collect_id(task.id, f"{task.attempts + 1}-wake")
-    schedule(session, work.COLLECT, str(task.id), task.attempts, job_id=job)
-    schedule(session, work.ASSEMBLE, str(task.request_id),
-             job_id=work.assemble_id(task.request_id, f"{task.id.hex[:8]}-{task.attempts + 1}-wake"),
-             depends_on=[job])
+    task.job_id = work.collect_id(task.id, f"{task.attempts + 1}-wake")
+    schedule(session, work.COLLECT, str(task.id), task.attempts, job_id=task.job_id)
     return True
 
 
@@ -280,18 +344,24 @@ def _rowcount(result: Result[Any]) -> int:
 
 def _fail(sessions: sessionmaker[Session], task_id: uuid.UUID, attempt: int, exc: Exception,
           final_attempt: bool) -> None:
+    """Record a failed attempt: the task is queued for the queue's retry of the same job, or failed after
+    the last. If the database cannot take this either, the exception leaves the job all the same: the task
+    stays running, the job's retry takes it over, and after the last retry the watchdog does."""
     message = f"{exc.__class__.__name__}: {exc}"[:2000]
     with sessions.begin() as session:
         status = TaskStatus.FAILED if final_attempt else TaskStatus.QUEUED
         changed = _rowcount(session.execute(
-            update(Task).where(Task.id == task_id, Task.attempts == attempt)
-            .values(status=status.value, error=message, finished_at=utcnow() if final_attempt else None)
+            update(Task).where(Task.id == task_id, Task.attempts == attempt, Task.status == TaskStatus.RUNNING.value)
+            .values(status=status.value, error=message, finished_at=utcnow() if final_attempt else None,
+                    lease_expires_at=None)
         ))
         task = session.get(Task, task_id)
         if changed and task is not None:
             audit.record(session, "task.failed" if final_attempt else "task.retrying", actor=WORKER,
                          request_id=task.request_id,
                          data={"store": task.store, "attempt": attempt, "error": exc.__class__.__name__})
+            if final_attempt:
+                settled(session, task, str(attempt))
 
 
 def assemble(

@@ -43,13 +43,11 @@ def plan(session: Session, request: Request, datamap: DataMap, *, now: datetime)
     audit.record(session, "request.planned", actor=SYSTEM, request_id=request.id, at=now, data={
         "datamap_version": datamap.version, "tasks": [{"store": t.store, "action": t.action} for t in tasks],
     })
-    collect_jobs = []
+    # The last task to end schedules the assembly (fulfilment.settled): no job waits on others, so a job
+    # the queue loses takes no other job with it, and the watchdog re-sends it alone.
     for task in tasks:
-        job_id = work.collect_id(task.id, 1)
-        schedule(session, work.COLLECT, str(task.id), job_id=job_id)
-        collect_jobs.append(job_id)
-    schedule(session, work.ASSEMBLE, str(request.id), job_id=work.assemble_id(request.id, 1),
-             depends_on=collect_jobs)
+        task.job_id = work.collect_id(task.id, 1)
+        schedule(session, work.COLLECT, str(task.id), job_id=task.job_id)
     return tasks
 
 
@@ -62,13 +60,12 @@ def rerun(session: Session, request: Request, task: Task, *, actor: str, now: da
     if request.status not in (RequestStatus.FAILED, RequestStatus.IN_PROGRESS):
         raise InvalidTransition(f"request {request.reference} is {request.status}")
     task.status, task.error, task.finished_at = TaskStatus.QUEUED.value, None, None
+    # Someone mended the cause: the count of attempts that died starts afresh.
+    task.checkpoint = {k: v for k, v in (task.checkpoint or {}).items() if k != "abandoned"} or None
     request.status = RequestStatus.IN_PROGRESS.value
     request.version += 1
     audit.record(session, "task.rerun", actor=actor, request_id=request.id, at=now,
                  data={"store": task.store, "action": task.action, "after_attempts": task.attempts})
-    run = f"{task.attempts + 1}-rerun"
-    job = work.collect_id(task.id, run)
-    schedule(session, work.COLLECT, str(task.id), job_id=job)
-    schedule(session, work.ASSEMBLE, str(request.id), job_id=work.assemble_id(request.id, f"{task.id.hex[:8]}-{run}"),
-             depends_on=[job])
+    task.job_id = work.collect_id(task.id, f"{task.attempts + 1}-rerun")
+    schedule(session, work.COLLECT, str(task.id), job_id=task.job_id)
     return task

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from dsr.models.base import Base, utcnow
@@ -49,9 +49,19 @@ class Task(Base):
     counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     checkpoint: Mapped[dict[str, Any] | None]
     started_at: Mapped[datetime | None]
+    # The queue job that holds this task (running) or is to run it next (queued, or a waiting task's poll):
+    # the watchdog re-sends a task whose job the queue no longer has.
+    job_id: Mapped[str | None] = mapped_column(String(120))
+    # A running attempt renews its lease while it lives; once it has run out, its worker died and the
+    # task may be taken over (``dsr.domain.recovery``).
+    lease_expires_at: Mapped[datetime | None]
+    runner: Mapped[str | None] = mapped_column(String(200))  # host and process id of the running attempt
     finished_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     request: Mapped[Request] = relationship(back_populates="tasks")
 
-    __table_args__ = (UniqueConstraint("request_id", "store", "action", name="uq_tasks_request_store_action"),)
+    __table_args__ = (
+        UniqueConstraint("request_id", "store", "action", name="uq_tasks_request_store_action"),
+        Index("ix_tasks_status", "status"),
+    )

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from dsr import runtime as runtimes
 from dsr.config import Settings, project_folder
 from dsr.queue import EmbeddedWorker, RqDispatcher, Sweeper, connect, make_queue
-from dsr.web import api, callbacks, home
+from dsr.web import api, callbacks, home, unavailable
 from dsr.web.context import WebContext, web_context
 
 log = logging.getLogger(__name__)
@@ -43,13 +43,14 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
     for blueprint in (api.blp, callbacks.blp):
         rest.register_blueprint(blueprint)
     app.register_blueprint(home.bp)
+    unavailable.install(app)
     _health(app)
 
     embedded = settings.redis_url is None
     if start_worker if start_worker is not None else (embedded and settings.embedded_worker):
         context.worker = EmbeddedWorker(runtime, queue)
         context.worker.start()
-        context.sweeper = Sweeper(runtime, interval=15)
+        context.sweeper = Sweeper(runtime, interval=settings.sweep_seconds)
         context.sweeper.start()
         atexit.register(context.sweeper.stop)
     return app
