@@ -142,6 +142,8 @@ class Settings:
         )
         if settings.task_lease_seconds < 3:
             raise ConfigError(f"DSR_TASK_LEASE_SECONDS must be at least 3, got {settings.task_lease_seconds}")
+        if settings.outbox_grace_seconds < 0:
+            raise ConfigError(f"DSR_JOB_GRACE_SECONDS must not be negative, got {settings.outbox_grace_seconds}")
         if settings.sweep_seconds < 1:
             raise ConfigError(f"DSR_SWEEP_SECONDS must be at least 1, got {settings.sweep_seconds:g}")
         if settings.worker_maintenance_seconds < 1:

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dsr.datamap import Category, DataMap, FieldRule
 from dsr.domain import audit, delivery, work
 from dsr.domain.errors import DomainError, InvalidTransition, NotFound
-from dsr.domain.leases import DEFAULT_LEASE, Lease, runner
+from dsr.domain.leases import DEFAULT_LEASE, Lease, lapsed, runner
 from dsr.domain.packaging import ReportOptions, Storage, build_package
 from dsr.exports.csv_files import CsvDirectorySink
 from dsr.exports.disclosure import DisclosingSink
@@ -72,9 +72,9 @@ def collect(
             return None
         if task.status == TaskStatus.RUNNING:
             own = holder is not None and task.job_id == holder
-            if not own and task.lease_expires_at is not None and task.lease_expires_at > now:
-                log.info("task %s is held by job %s (%s) until %s", task.id, task.job_id, task.runner,
-                         task.lease_expires_at.isoformat())
+            if not own and not lapsed(task.lease_expires_at, task.started_at, now):
+                log.info("task %s is held by job %s (%s), lease until %s", task.id, task.job_id, task.runner,
+                         task.lease_expires_at)
                 return None
             if not abandon(session, task, actor=WORKER, now=now):
                 return None

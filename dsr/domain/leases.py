@@ -15,7 +15,7 @@ import os
 import socket
 import threading
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, cast
 
@@ -29,6 +29,16 @@ log = logging.getLogger(__name__)
 # Long enough to ride out a database restart of a few seconds, short enough that a dead worker's
 # task is taken over well within a minute (DSR_TASK_LEASE_SECONDS).
 DEFAULT_LEASE = timedelta(seconds=30)
+# A task marked running without a lease was claimed by a version of dsr before leases (a rolling
+# release): its job cannot run longer than the queue's job timeout (an hour), so after that it is dead.
+UNLEASED_RUN = timedelta(hours=1)
+
+
+def lapsed(lease_expires_at: datetime | None, started_at: datetime | None, now: datetime) -> bool:
+    """Whether the attempt holding a running task is dead as far as its lease can tell."""
+    if lease_expires_at is not None:
+        return lease_expires_at < now
+    return started_at is None or started_at < now - UNLEASED_RUN
 
 
 def runner() -> str:

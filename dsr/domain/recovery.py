@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dsr.domain import audit, work
 from dsr.domain.fulfilment import TERMINAL, abandon
+from dsr.domain.leases import UNLEASED_RUN
 from dsr.models import OutboxJob, Request, RequestStatus, Task, TaskStatus, utcnow
 from dsr.outbox import schedule
 
@@ -69,8 +70,10 @@ def _expired_leases(sessions: sessionmaker[Session], now: datetime, limit: int) 
     count = 0
     with sessions.begin() as session:
         tasks = session.execute(
-            select(Task).where(Task.status == TaskStatus.RUNNING.value,
-                               or_(Task.lease_expires_at.is_(None), Task.lease_expires_at < now))
+            select(Task).where(Task.status == TaskStatus.RUNNING.value, or_(
+                Task.lease_expires_at < now,
+                and_(Task.lease_expires_at.is_(None),
+                     or_(Task.started_at.is_(None), Task.started_at < now - UNLEASED_RUN))))
             .order_by(Task.lease_expires_at).limit(limit).with_for_update(skip_locked=True)
         ).scalars().all()
         for task in tasks:
