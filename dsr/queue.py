@@ -268,16 +268,24 @@ class Sweeper:
 
     def run(self) -> None:
         while not self._stop.wait(self.interval):
-            try:
-                sent = self.sweep_once()
-                if sent:
-                    log.info("sweeper sent %d job(s) from the outbox", sent)
-                self.recover_once()  # logs what it did
-                purged = self.purge_once()
-                if purged:
-                    log.info("sweeper purged %d expired export(s)", purged)
-            except Exception:
-                log.exception("sweep failed; trying again in %ss", self.interval)
+            # Each duty on its own: Redis being away stops sending and recovery, not the purge of
+            # expired exports (which needs only the database and the disk).
+            for name, duty in (("sending the outbox", self._send), ("recovery", self.recover_once),
+                               ("purging expired exports", self._purge)):
+                try:
+                    duty()
+                except Exception:
+                    log.exception("sweeper: %s failed; trying again in %ss", name, self.interval)
+
+    def _send(self) -> None:
+        sent = self.sweep_once()
+        if sent:
+            log.info("sweeper sent %d job(s) from the outbox", sent)
+
+    def _purge(self) -> None:
+        purged = self.purge_once()
+        if purged:
+            log.info("sweeper purged %d expired export(s)", purged)
 
     def start(self) -> None:
         self.thread.start()

@@ -282,8 +282,9 @@ class Office:
         assert not left, left
         assert list((storage / "packages" / request_id).glob("*.zip.sealed")) and \
             len(list((storage / "packages" / request_id).iterdir())) == 1  # no half-written second package
-        # A working folder left behind once was seen after a killed work horse (CI, 2026-12-02); open finding,
-        # see the issue 11 note. What must hold is that no attempt's data stays: checked where it is certain.
+        # No copy of the subject's data stays behind. The working folder goes right after the commit that
+        # completes the request (so a failed commit keeps it), i.e. a moment after the status is visible.
+        _until("the working folder removed", lambda: not (storage / "work" / request_id).exists(), 15, 0.05)
         from sqlalchemy.orm import Session
         with Session(self.engine) as session:
             report = verify_chain(session)
