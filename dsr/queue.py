@@ -165,10 +165,16 @@ class DsrSimpleWorker(_BindsRuntime, SimpleWorker):
         pass
 
     def unsubscribe(self) -> None:
-        # RQ sends UNSUBSCRIBE and then stops its command-listener thread; when the reply wins that race the
-        # thread waits on for up to 60 s after work() has returned. Stopped first, the reply ends it.
-        if self.pubsub_thread:
-            self.pubsub_thread.stop()
+        # RQ sends UNSUBSCRIBE and then stops its command-listener thread, which waits for messages 60 s
+        # at a time: when the reply wins that race the thread waits on for up to 60 s, and since redis-py
+        # 8.2 stop() joins it, so work() does too. So: tell the thread to stop without waiting for it,
+        # then UNSUBSCRIBE, whose reply wakes it to see that and end.
+        thread = self.pubsub_thread
+        if thread:
+            try:
+                thread.stop(timeout=0)  # redis-py >= 8.2: clear the flag, join for 0 s
+            except TypeError:
+                thread.stop()  # earlier: clears the flag, never joins
         super().unsubscribe()
 
     def stop_when_idle(self) -> None:
