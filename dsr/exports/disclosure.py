@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, BinaryIO
 
 from dsr.datamap.model import Case, FieldRule, Store
@@ -71,20 +71,34 @@ def _apply(disclose: str, mask: str | None, value: Any) -> Any:
     return value
 
 
-def _by_case(rule: FieldRule, position: int, index: dict[str, int], options: dict[str, Any]) -> Callable[[Any], Any]:
-    """Per record: the first case whose condition holds decides, else the field's own rule."""
-    checks: list[tuple[int | None, set[str | None] | None, Case]] = []
-    for case in (c for c in rule.cases if c.applies(options)):
+DEFAULT = "default"  # the outcome of a field's own rule, where none of its cases matched
+
+
+def outcome_key(index: int | None) -> str:
+    """How an outcome is counted: a case by its position in the field's ``cases``, else ``default``."""
+    return DEFAULT if index is None else str(index)
+
+
+def _by_case(rule: FieldRule, position: int, index: dict[str, int], options: dict[str, Any],
+             counts: Counter[str]) -> Callable[[Any], Any]:
+    """Per record: the first case whose condition holds decides, else the field's own rule. Each
+    record is counted under the outcome that decided it, so the answer names only cases that applied."""
+    checks: list[tuple[int | None, set[str | None] | None, Case, str]] = []
+    for n, case in enumerate(rule.cases):
+        if not case.applies(options):
+            continue
         if case.column is None:
-            checks.append((None, None, case))
+            checks.append((None, None, case, outcome_key(n)))
             continue
         wanted: set[str | None] = {as_text(case.equals)} if case.values is None else set(case.values)
-        checks.append((index[case.column], wanted, case))
+        checks.append((index[case.column], wanted, case, outcome_key(n)))
 
     def value(row: Any) -> Any:
-        for column, wanted, case in checks:
+        for column, wanted, case, key in checks:
             if column is None or as_text(row[column]) in (wanted or set()):
+                counts[key] += 1
                 return _apply(case.disclose, case.mask, row[position])
+        counts[DEFAULT] += 1
         return _apply(rule.disclose, rule.mask, row[position])
 
     return value
@@ -92,9 +106,11 @@ def _by_case(rule: FieldRule, position: int, index: dict[str, int], options: dic
 
 class _DisclosingWriter:
     def __init__(self, inner: TableWriter, keep: list[int], masks: dict[int, Callable[[str], str]],
-                 counts: Counter[str], names: list[str], by_case: dict[int, Callable[[Any], Any]]) -> None:
-        self.inner, self.keep, self.masks, self.counts, self.by_case = inner, keep, masks, counts, by_case
-        self.redacted = [names[i] for i in {*masks, *by_case}] + [n for i, n in enumerate(names) if i not in keep]
+                 counts: dict[str, Counter[str]], names: list[str], by_case: dict[int, Callable[[Any], Any]]) -> None:
+        self.inner, self.keep, self.masks, self.by_case = inner, keep, masks, by_case
+        # Fields redacted by one rule for every record (by_case fields count themselves, per record).
+        self.plain = [counts[names[i]] for i in masks] + [counts[n] for i, n in enumerate(names)
+                                                          if i not in keep and n in counts]
 
     def write(self, rows: Sequence[Sequence[Any]]) -> None:
         masks, keep, by_case = self.masks, self.keep, self.by_case
@@ -103,8 +119,8 @@ class _DisclosingWriter:
              masks[i](str(row[i])) if i in masks and row[i] not in (None, "") else row[i] for i in keep]
             for row in rows
         ])
-        for name in self.redacted:
-            self.counts[name] += len(rows)
+        for counter in self.plain:
+            counter[DEFAULT] += len(rows)
 
     def close(self) -> None:
         self.inner.close()
@@ -163,14 +179,16 @@ class DisclosingSink:
             rules = [r for r in rules if self.in_scope(r)]
         return [r for r in rules if r.disclose != "omit"]
 
-    def _register(self, name: str, columns: Sequence[str]) -> Counter[str]:
+    def _register(self, name: str, columns: Sequence[str]) -> dict[str, Counter[str]]:
+        """Per redacted field (masked, left out, or with cases), a counter of records per outcome."""
         table = self.store.tables.get(name)
-        counts: Counter[str] = Counter()
+        counts: dict[str, Counter[str]] = {}
         if table is not None:
-            redacted = {r.name: {"disclose": r.disclose, "mask": r.mask, "counter": counts}
-                        for r in (table.rule(c) for c in columns) if r.disclose != "export" or r.cases}
-            if redacted:
-                self.redactions[name] = redacted
+            rules = [r for r in (table.rule(c) for c in columns) if r.disclose != "export" or r.cases]
+            counts = {r.name: Counter() for r in rules}
+            if rules:
+                self.redactions[name] = {r.name: {"disclose": r.disclose, "mask": r.mask, "counter": counts[r.name]}
+                                         for r in rules}
         return counts
 
     def open_table(self, name: str, columns: Sequence[str]) -> TableWriter:
@@ -179,13 +197,13 @@ class DisclosingSink:
         kept = {r.name: r for r in self.plan(name, columns)}
         if not kept:
             return _Discarding()
+        counts = self._register(name, columns)
         keep = [i for i, c in enumerate(columns) if c in kept]
         index = {c: i for i, c in enumerate(columns)}
-        by_case = {i: _by_case(kept[c], i, index, self.options) for i, c in enumerate(columns)
+        by_case = {i: _by_case(kept[c], i, index, self.options, counts[c]) for i, c in enumerate(columns)
                    if c in kept and kept[c].cases}
         masks = {i: self._mask(kept[c]) for i, c in enumerate(columns)
                  if c in kept and kept[c].disclose == "mask" and i not in by_case}
-        counts = self._register(name, columns)
         return _DisclosingWriter(self.inner.open_table(name, [columns[i] for i in keep]), keep, masks, counts,
                                  list(columns), by_case)
 
@@ -204,15 +222,23 @@ class DisclosingSink:
         return MASKS[rule.mask or ""]
 
     def open_csv(self, name: str, columns: Sequence[str]) -> Any:
-        """For stores that format CSV themselves (PostgreSQL COPY) after applying ``plan()`` in their query."""
+        """For stores that format CSV themselves (PostgreSQL COPY) after applying ``plan()`` in their query.
+        A field with cases is counted per outcome by the store (``count_outcomes``), the others here."""
         counts = self._register(name, columns)
-        redacted = list(self.redactions.get(name, {}))
+        table = self.store.tables.get(name)
+        cased = {f for f in counts if table is not None and table.rule(f).cases and table.rule(f).disclose != "omit"}
+        plain = [c for f, c in counts.items() if f not in cased]
 
         def record(rows: int) -> None:
-            for column in redacted:
-                counts[column] += rows
+            for counter in plain:
+                counter[DEFAULT] += rows
 
         return _CountingStream(self.inner.open_csv(name), record)  # type: ignore[attr-defined]
+
+    def count_outcomes(self, name: str, field: str, outcomes: Mapping[str, int]) -> None:
+        """How many records each outcome of a field's cases decided (``outcome_key``), as the store
+        counted them where it applied the cases itself."""
+        self.redactions[name][field]["counter"].update({k: n for k, n in outcomes.items() if n})
 
     def add_file(self, table: str, name: str, content: BinaryIO) -> None:
         spec = self.store.tables.get(table)
@@ -226,8 +252,24 @@ class DisclosingSink:
         return {t: sorted(set(cols)) for t, cols in self.out_of_scope.items()}
 
     def summary(self) -> dict[str, dict[str, dict[str, Any]]]:
-        return {
-            table: {f: {"disclose": v["disclose"], "mask": v["mask"], "records": v["counter"][f]}
-                    for f, v in fields.items()}
-            for table, fields in self.redactions.items()
-        }
+        """Per table and field: the field's own rule, ``records`` redacted (masked or left out) and
+        ``outcomes``, the records per outcome that applied (``default`` or a case's position)."""
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for table, fields in self.redactions.items():
+            spec = self.store.tables.get(table)
+            out[table] = {}
+            for field, v in fields.items():
+                rule = spec.rule(field) if spec else FieldRule(field, "", v["disclose"], v["mask"])
+                outcomes = {k: n for k, n in sorted(v["counter"].items()) if n}
+                redacted = sum(n for k, n in outcomes.items() if _outcome(rule, k)[0] != "export")
+                out[table][field] = {"disclose": v["disclose"], "mask": v["mask"], "records": redacted,
+                                     "outcomes": outcomes}
+        return out
+
+
+def _outcome(rule: FieldRule, key: str) -> tuple[str, str | None]:
+    """How an outcome disclosed the field: (disclose, mask)."""
+    if key == DEFAULT:
+        return rule.disclose, rule.mask
+    case = rule.cases[int(key)]
+    return case.disclose, case.mask

@@ -298,6 +298,9 @@ def _recipient(m: DataMap, rid: str, loc: str) -> dict[str, Any]:
 
 
 def _redactions(data: ReportData) -> list[dict[str, Any]]:
+    """One entry per field and way it was disclosed that applied to this subject's records, with that
+    way's own reason and count: a case that matched no record (or that the request did not ask for) is
+    not mentioned, so the answer states no reason that does not hold for this subject."""
     m, loc = data.datamap, data.locale
     out = []
     for store in data.stores:
@@ -307,14 +310,23 @@ def _redactions(data: ReportData) -> list[dict[str, Any]]:
             for r in table.redactions:
                 rule = tdef.rule(r.field) if tdef else None
                 category = m.categories.get(rule.category) if rule else None
-                # A field with cases (AC-20..AC-23) is explained rule by rule: the default, then each case.
-                reasons = [localized(rule.reason, loc)] if rule and rule.reason else []
-                reasons += [localized(c.reason, loc) for c in (rule.cases if rule else ())]
-                out.append({"store": store.name, "table": table.name, "field": r.field, "disclose": r.disclose,
-                            "mask": r.mask, "records": r.records,
-                            "reason": "; ".join(reasons),
-                            "description": localized(rule.description, loc) if rule else "",
-                            "category": localized(category.title, loc) if category else ""})
+                common = {"store": store.name, "table": table.name, "field": r.field,
+                          "description": localized(rule.description, loc) if rule else "",
+                          "category": localized(category.title, loc) if category else ""}
+                if not r.outcomes:  # counted before outcomes were: the field's own rule
+                    if r.records or r.disclose != "export":
+                        reason = localized(rule.reason, loc) if rule and rule.reason else ""
+                        out.append({**common, "disclose": r.disclose, "mask": r.mask, "records": r.records,
+                                    "reason": reason})
+                    continue
+                for key, records in r.outcomes:
+                    case = rule.cases[int(key)] if rule and key != "default" and int(key) < len(rule.cases) else None
+                    if case is not None:
+                        disclose, mask, reason = case.disclose, case.mask, localized(case.reason, loc)
+                    else:
+                        disclose, mask = r.disclose, r.mask
+                        reason = localized(rule.reason, loc) if rule and rule.reason else ""
+                    out.append({**common, "disclose": disclose, "mask": mask, "records": records, "reason": reason})
     return out
 
 

@@ -41,6 +41,9 @@ class Redaction:
     disclose: str  # mask | omit
     mask: str | None
     records: int
+    # Records per outcome that applied: "default" (the field's own rule) or a case's position in the
+    # data map's ``cases``. Empty in counts recorded before outcomes were (then: the rule, ``records``).
+    outcomes: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -197,7 +200,8 @@ def _store(store: Store | None, name: str, counts: dict[str, Any], folder: Path 
             preview=preview,
             redactions=tuple(
                 Redaction(str(field), str(rule.get("disclose") or "mask"), rule.get("mask"),
-                          int(rule.get("records") or 0))
+                          int(rule.get("records") or 0),
+                          tuple((str(k), int(n)) for k, n in (rule.get("outcomes") or {}).items() if int(n)))
                 for field, rule in (redactions.get(table) or {}).items()),
             left_out=tuple(str(f) for f in left_out.get(table) or ()),
         ))

@@ -13,13 +13,31 @@ from typing import Any
 
 import psycopg
 from psycopg import pq
-from sqlalchemy import Boolean, Date, DateTime, Enum, String, Table, Text, case, cast, func, literal, null, or_, true
+from sqlalchemy import (
+    Boolean,
+    Date,
+    DateTime,
+    Enum,
+    String,
+    Table,
+    Text,
+    and_,
+    case,
+    cast,
+    false,
+    func,
+    literal,
+    not_,
+    null,
+    or_,
+    true,
+)
 from sqlalchemy import select as sql_select
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.sql.elements import ColumnElement
 
-from dsr.datamap.model import FieldRule
-from dsr.exports.disclosure import NAME_REMOVED, as_text
+from dsr.datamap.model import Case, FieldRule
+from dsr.exports.disclosure import NAME_REMOVED, as_text, outcome_key
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _FORMULA_CODES = [ord(c) for c in _FORMULA_START]
@@ -118,19 +136,52 @@ def expression(column: Any, rule: FieldRule, table: Table | None = None,
     for rule_case in cases:
         action = FieldRule(rule.name, rule.category, rule_case.disclose, rule_case.mask)
         result = null() if rule_case.disclose == "omit" else _plain(column, action, zone)
-        if rule_case.column is None:
-            condition: Any = true()
-        else:
-            other = table.c[rule_case.column]  # type: ignore[union-attr]
-            if rule_case.values is not None:
-                condition = cast(other, Text).in_(rule_case.values)
-            elif isinstance(other.type, Boolean) and isinstance(rule_case.equals, bool):
-                condition = other.is_(rule_case.equals)
-            else:
-                condition = cast(other, Text) == as_text(rule_case.equals)
-        whens.append((condition, result))
+        whens.append((_condition(table, rule_case), result))  # type: ignore[arg-type]
     default = null() if rule.disclose == "omit" else _plain(column, rule, zone)
     return case(*whens, else_=default)
+
+
+def _condition(table: Table, rule_case: Case) -> ColumnElement[bool]:
+    """A case's condition on a record; NULL counts as not matching, as in CASE WHEN."""
+    if rule_case.column is None:
+        return true()
+    other = table.c[rule_case.column]
+    condition: ColumnElement[bool]
+    if rule_case.values is not None:
+        condition = cast(other, Text).in_(rule_case.values)
+    elif isinstance(other.type, Boolean) and isinstance(rule_case.equals, bool):
+        condition = other.is_(rule_case.equals)
+    else:
+        condition = cast(other, Text) == as_text(rule_case.equals)
+    return func.coalesce(condition, false())
+
+
+def outcome_counts(conn: Any, table: Table, rules: list[FieldRule], where: ColumnElement[bool],
+                   options: dict[str, Any] | None = None) -> dict[str, dict[str, int]]:
+    """Per field with cases, how many of the selected records each outcome decided (the first case
+    that matches, else the field's own rule), keyed as ``dsr.exports.disclosure.outcome_key``: one
+    aggregate query, as COPY cannot count them on the way."""
+    columns: list[Any] = []
+    keys: list[tuple[str, str]] = []
+    for rule in rules:
+        earlier: list[ColumnElement[bool]] = []
+        for n, rule_case in enumerate(rule.cases):
+            if not rule_case.applies(options or {}):
+                continue
+            condition = _condition(table, rule_case)
+            columns.append(func.count().filter(and_(condition, *(not_(e) for e in earlier))))
+            keys.append((rule.name, outcome_key(n)))
+            earlier.append(condition)
+        if rule.cases:
+            columns.append(func.count().filter(and_(true(), *(not_(e) for e in earlier))))
+            keys.append((rule.name, outcome_key(None)))
+    if not columns:
+        return {}
+    row = conn.execute(sql_select(*columns).select_from(table).where(where)).one()
+    out: dict[str, dict[str, int]] = {}
+    for (field, key), count in zip(keys, row, strict=True):
+        out.setdefault(field, {})[key] = int(count)
+    return out
 
 
 def _plain(column: Any, rule: FieldRule, zone: str = "UTC") -> ColumnElement[Any]:

@@ -332,6 +332,9 @@ class SqlConnector(Connector):
             rows = copy_sql.copy_to(conn, stmt, stream)
         finally:
             stream.close(rows if "rows" in locals() else 0)
+        for field, outcomes in copy_sql.outcome_counts(conn, t, [r for r in rules if r.cases], where,
+                                                       options).items():
+            sink.count_outcomes(name, field, outcomes)
         return rows
 
     def warm(self) -> None:

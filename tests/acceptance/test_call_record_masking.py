@@ -5,6 +5,7 @@ choice of full numbers is honoured for their outgoing calls; each rule is explai
 from __future__ import annotations
 
 import io
+import uuid
 import zipfile
 
 from sqlalchemy import select
@@ -67,13 +68,51 @@ def test_AT_15_call_records_disclose_each_number_by_its_rule(app, backend):
 
     # The subject asks for the full numbers they called: honoured, but never a counselling line.
     full, auth = app.test_client(), detail["auth"]
-    created = submit(full, details={"full_numbers": True})
+    created = submit(full, details={"full_numbers": True}, locale="en")
     full.post(f"/api/v1/requests/{created['id']}/verify", headers=auth)
     work_off(app)
     url = full.get(f"/api/v1/requests/{created['id']}/artifacts", headers=auth).get_json()[0]["download_url"]
-    rows = _exported(full.get(url.replace("http://localhost", "")).data)
+    full_package = full.get(url.replace("http://localhost", "")).data
+    rows = _exported(full_package)
     for i in kinds["outbound"]:
         expected = "withheld" if i in kinds["counselling"] else stored[i]["to_number"]
         assert rows[i]["to_number"] == expected
     for i in kinds["withheld"]:
         assert rows[i]["from_number"] == "withheld"  # a choice of the subject never reveals a withheld caller
+    # The full numbers are explained now, as they applied.
+    full_text = _report_text(full_package)
+    assert "you asked for the full numbers you called" in full_text
+    calls = _redactions(app, created["id"])["to_number"]["outcomes"]
+    assert calls.get("2") == len([i for i in kinds["outbound"] if i not in kinds["counselling"]])
+
+
+def _redactions(app, request_id: str) -> dict[str, dict[str, object]]:  # type: ignore[no-untyped-def]
+    from dsr.models import Task
+
+    with app.extensions["dsr"].runtime.sessions() as session:
+        task = session.execute(select(Task).where(Task.request_id == uuid.UUID(str(request_id)),
+                                                  Task.store == "portal_db")).scalar_one()
+        return dict(task.counts["redactions"]["call_records"])
+
+
+def test_the_report_names_only_the_reasons_that_applied_with_their_counts(app, backend):
+    """Issue 12.1: the reasons of a rule's cases were joined, so the report said "you asked for the full
+    numbers you called" to a subject who had not. Each outcome is counted per record on both export
+    paths (rows in Python on SQLite, COPY on PostgreSQL) and only those that applied are stated."""
+    stored = _calls(backend)
+    detail, package = _answer(app, email=MAX)
+    text = _report_text(package)
+    assert "you asked for the full numbers you called" not in text
+
+    counts = _redactions(app, detail["id"])
+    counselling = [r for r in stored.values() if r["to_number"] == portal.COUNSELLING_LINE]
+    inbound = [r for r in stored.values() if r["direction"] == "inbound"]
+    to_number = counts["to_number"]["outcomes"]
+    assert to_number == {k: v for k, v in {"0": len(counselling), "1": len(inbound),
+                                           "default": len(stored) - len(counselling) - len(inbound)}.items() if v}
+    assert counts["to_number"]["records"] == len(stored) - len(inbound)  # shown in full is not a redaction
+    withheld = [r for r in stored.values() if r["caller_withheld"]]
+    outbound = [r for r in stored.values() if r["direction"] == "outbound" and not r["caller_withheld"]]
+    assert counts["from_number"]["outcomes"] == {k: v for k, v in {
+        "0": len(withheld), "1": len(outbound), "default": len(stored) - len(withheld) - len(outbound)}.items() if v}
+    assert "on calls to you this is your own number" in text and "calls to counselling lines are not shown" in text

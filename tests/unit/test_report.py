@@ -97,8 +97,12 @@ REDACTIONS = {
     "portal_db": {
         "accounts": {"password_hash": {"disclose": "omit", "mask": None, "records": 1}},
         "payment_methods": {"iban": {"disclose": "mask", "mask": "keep_last4", "records": 1}},
-        "call_records": {"from_number": {"disclose": "mask", "mask": "last3", "records": 17},
-                         "to_number": {"disclose": "mask", "mask": "last3", "records": CALLS}},
+        # to_number's cases: 0 counselling line (withheld), 1 inbound (own number, shown), 2 full numbers
+        # on request (not asked for here: never counted, never mentioned)
+        "call_records": {"from_number": {"disclose": "mask", "mask": "last3", "records": 17,
+                                         "outcomes": {"default": 17}},
+                         "to_number": {"disclose": "mask", "mask": "last3", "records": CALLS - 2,
+                                       "outcomes": {"default": CALLS - 5, "0": 3, "1": 2}}},
     },
 }
 
@@ -321,13 +325,20 @@ def test_previews_show_the_first_rows_and_point_to_the_file(reports: dict[str, R
 def test_redactions_are_explained_with_counts(reports: dict[str, Rendered], datamap: DataMap, locale: str) -> None:
     text = squash(reports[locale].text)
     tables = datamap.stores["portal_db"].tables
-    n = {"de": "1.234.567", "en": "1,234,567"}[locale]
+    n = {"de": "1.234.562", "en": "1,234,562"}[locale]  # CALLS less the 5 records its cases decided
     how = {"de": "die letzten drei Ziffern durch x ersetzt", "en": "last three digits replaced by x"}[locale]
     rule = tables["call_records"].rule("to_number")
     assert rule.reason is not None
-    # the field's rule, then each of its cases (withheld, counselling lines, own number, full numbers)
-    reasons = "; ".join([rule.reason[locale], *(case.reason[locale] for case in rule.cases)])
-    assert re.search(re.escape(squash(f"to_number {how} {reasons}")) + re.escape(n), text)
+    # Only what applied, each with its own count: the field's rule, the counselling lines (withheld),
+    # the subject's own number shown in full; not the full numbers, which the subject did not ask for.
+    counselling, inbound, full_numbers = rule.cases
+    withheld = {"de": "durch „withheld“ ersetzt (nicht angezeigt)", "en": 'replaced by "withheld" (not shown)'}[locale]
+    shown = {"de": "nichts: vollständig angezeigt", "en": "nothing: shown in full"}[locale]
+    assert re.search(re.escape(squash(f"to_number {how} {rule.reason[locale]}")) + re.escape(n), text)
+    assert squash(f"{withheld} {counselling.reason[locale]} 3") in text
+    assert squash(f"{shown} {inbound.reason[locale]} 2") in text
+    assert squash(full_numbers.reason[locale]) not in text
+    assert "; " + squash(counselling.reason[locale]) not in text  # reasons are no longer joined
     iban = tables["payment_methods"].rule("iban").reason
     assert iban is not None and squash(iban[locale]) in text
     omitted = {"de": "Gespeichert, aber nicht herausgegeben", "en": "Stored, not disclosed"}[locale]
@@ -419,7 +430,9 @@ def test_report_data_from_task_counts(datamap: DataMap, tmp_path: Path) -> None:
     calls = next(t for t in portal.tables if t.name == "call_records")
     assert calls.csv_path == "data/portal_db/call_records.csv" and calls.rows == CALLS
     assert calls.preview is not None and len(calls.preview.rows) == PREVIEW_ROWS and calls.category == "comm_traffic"
-    assert {r.field: r.records for r in calls.redactions} == {"from_number": 17, "to_number": CALLS}
+    assert {r.field: r.records for r in calls.redactions} == {"from_number": 17, "to_number": CALLS - 2}
+    assert dict(next(r for r in calls.redactions if r.field == "to_number").outcomes) == {
+        "default": CALLS - 5, "0": 3, "1": 2}
     voicemails = data.stores[[s.name for s in data.stores].index("media")].tables[0]
     assert voicemails.files == 1 and voicemails.files_path == "data/media/voicemails/"
     archive = data.stores[-1]
