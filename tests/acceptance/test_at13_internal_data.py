@@ -126,9 +126,11 @@ def test_AT_13_agent_notes_fraud_flags_and_access_log_are_in_the_package(app, ba
     assert redactions["fraud_flags"]["rule"]["records"] == len(stored["fraud_flags"])
     for field in HIDDEN_STAFF_FIELDS:
         assert redactions["employees"][field] == {"disclose": "omit", "mask": None,
-                                                  "records": len(stored["employees"])}
+                                                  "records": len(stored["employees"]),
+                                                  "outcomes": {"default": len(stored["employees"])}}
     assert redactions["agent_notes"]["note"] == {"disclose": "mask", "mask": "names",
-                                                 "records": len(stored["agent_notes"])}
+                                                 "records": len(stored["agent_notes"]),
+                                                 "outcomes": {"default": len(stored["agent_notes"])}}
     assert "trade secret" in report and "C-579/21" in report and "names of our staff are cut out" in report
     assert 'names of our staff in the text replaced by "[…]"' in report
     # Each category with its Art. 15 information, and the codes explained in the glossary.

@@ -65,7 +65,8 @@ def test_the_sink_masks_with_the_names_the_store_looked_up_and_counts_the_record
     writer.write([[1, "Anruf von Jan Kowalski"], [2, None], [3, ""]])
     assert inner.table.rows == [[1, "Anruf von […]"], [2, None], [3, ""]]
     assert asked == ["employees.name"]
-    assert sink.summary() == {"agent_notes": {"note": {"disclose": "mask", "mask": "names", "records": 3}}}
+    assert sink.summary() == {"agent_notes": {"note": {"disclose": "mask", "mask": "names", "records": 3,
+                                                       "outcomes": {"default": 3}}}}
 
 
 def test_without_a_way_to_look_names_up_the_field_is_never_written_unmasked() -> None:
