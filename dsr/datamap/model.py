@@ -119,6 +119,7 @@ class FieldRule:
     cases: tuple[Case, ...] = ()
     # mask "names": the column ("table.column", same store) whose values are cut out of this text
     names_from: str | None = None
+    label: Localized | None = None  # the column's name for a subject; the raw name where none is given
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,7 @@ class Table:
     options: Mapping[str, Any]
     erasure: Erasure | None = None
     description: Localized | None = None
+    label: Localized | None = None  # the table's name for a subject; the raw name where none is given
 
     def rule(self, column: str) -> FieldRule:
         """The rule of a column; one the map does not list is exported under the table's category."""
@@ -155,6 +157,7 @@ class Store:
     tables: Mapping[str, Table]
     recipient: str | None = None
     deadline_days: int | None = None
+    label: Localized | None = None  # the system's name for a subject; its description where none is given
 
 
 @dataclass(frozen=True)

@@ -160,6 +160,7 @@ class FieldSchema(_Strict):
     disclose = fields.String(load_default="export", validate=validate.OneOf(DISCLOSURES))
     mask = fields.String(load_default=None, validate=validate.OneOf(MASKS))
     reason = Localized(load_default=None)
+    label = Localized(load_default=None)  # a column's name as a subject reads it, e.g. "Two-factor sign-in"
     description = Localized(load_default=None)
     cases = fields.List(fields.Nested(CaseSchema), load_default=list)
     # mask: names. Staff named in free text (C-579/21): their names, kept in this column, are cut out.
@@ -203,6 +204,7 @@ class TableSchema(Schema):
         unknown = INCLUDE
 
     category = fields.String(load_default=None, validate=NAME)
+    label = Localized(load_default=None)  # the table's name as a subject reads it
     description = Localized(load_default=None)
     fields_ = fields.Dict(keys=fields.String(), values=fields.Nested(FieldSchema), data_key="fields",
                           load_default=dict)
@@ -211,6 +213,7 @@ class TableSchema(Schema):
 
 class StoreSchema(_Strict):
     connector = fields.String(required=True)
+    label = Localized(load_default=None)  # the system's name as a subject reads it
     description = Localized(required=True)
     category = fields.String(load_default=None, validate=NAME)
     connection = fields.Dict(required=True)

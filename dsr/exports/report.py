@@ -32,7 +32,7 @@ from weasyprint import HTML
 from weasyprint.urls import URLFetcher, URLFetcherResponse
 
 from dsr.config import project_folder
-from dsr.datamap.model import Contact, DataMap
+from dsr.datamap.model import Contact, DataMap, Store, Table
 from dsr.exports.package import sha256_file
 from dsr.exports.report_model import (
     PREVIEW_ROWS,
@@ -254,14 +254,16 @@ def _categories(data: ReportData) -> dict[str, dict[str, Any]]:
                 continue
             columns = list(table.preview.columns) if table.preview else None
             place = {"store": store.name, "table": table.name, "csv": table.csv_path, "rows": table.rows,
-                     "files": table.files, "description": localized(tdef.description, loc)}
-            own = [c for c in columns if tdef.rule(c).category == tdef.category] if columns is not None else None
+                     "files": table.files, "description": localized(tdef.description, loc),
+                     "where": _place(definition, table.name, loc)}
+            own = ([field_label(tdef, c, loc) for c in columns if tdef.rule(c).category == tdef.category]
+                   if columns is not None else None)
             places.setdefault(tdef.category, []).append({**place, "fields": own, "part": False})
             shared: dict[str, list[str]] = {}
             for column, rule in tdef.fields.items():
                 if rule.category != tdef.category and rule.disclose != "omit" and (
                         columns is None or column in columns):
-                    shared.setdefault(rule.category, []).append(column)
+                    shared.setdefault(rule.category, []).append(field_label(tdef, column, loc))
             for category, fields in shared.items():
                 places.setdefault(category, []).append({**place, "fields": fields, "part": True})
     out = {}
@@ -291,6 +293,29 @@ def _categories(data: ReportData) -> dict[str, dict[str, Any]]:
     return out
 
 
+def store_label(store: Store | None, name: str, locale: str) -> str:
+    """A system as a subject reads it: its label, else its description, else its name in the map."""
+    if store is None:
+        return name
+    return localized(store.label, locale) or localized(store.description, locale) or name
+
+
+def table_label(store: Store | None, table: str, locale: str) -> str:
+    spec = store.tables.get(table) if store else None
+    return (localized(spec.label, locale) if spec else "") or table
+
+
+def field_label(spec: Table | None, column: str, locale: str) -> str:
+    rule = spec.fields.get(column) if spec else None
+    return (localized(rule.label, locale) if rule else "") or column
+
+
+def _place(store: Store | None, table: str, locale: str) -> str:
+    """Where a table is, in words: "Calls (portal database)"."""
+    name = store.name if store else ""
+    return f"{table_label(store, table, locale)} ({store_label(store, name, locale)})"
+
+
 def _recipient(m: DataMap, rid: str, loc: str) -> dict[str, Any]:
     r = m.recipients[rid]
     return {"name": r.name, "role": r.role, "country": r.country, "third_country": r.country not in EEA,
@@ -310,7 +335,8 @@ def _redactions(data: ReportData) -> list[dict[str, Any]]:
             for r in table.redactions:
                 rule = tdef.rule(r.field) if tdef else None
                 category = m.categories.get(rule.category) if rule else None
-                common = {"store": store.name, "table": table.name, "field": r.field,
+                common = {"store": store.name, "table": table.name, "field": field_label(tdef, r.field, loc),
+                          "column": r.field, "where": _place(definition, table.name, loc),
                           "description": localized(rule.description, loc) if rule else "",
                           "category": localized(category.title, loc) if category else ""}
                 if not r.outcomes:  # counted before outcomes were: the field's own rule
@@ -331,14 +357,19 @@ def _redactions(data: ReportData) -> list[dict[str, Any]]:
 
 
 def _store(data: ReportData, store: StoreData, n: int, limit: int, left_out: list[str]) -> dict[str, Any]:
-    definition = data.datamap.stores.get(store.name)
-    return {"name": store.name, "description": store.description, "notes": list(store.notes),
+    definition, loc = data.datamap.stores.get(store.name), data.locale
+    label = store_label(definition, store.name, loc)
+    spec = definition.tables if definition else {}
+    return {"name": store.name, "label": label,
+            "description": store.description if store.description != label else "", "notes": list(store.notes),
             "anchor": f"store-{n}",
             "tables": [_table(data, store.name, definition, t, f"table-{n}-{i}", limit)
                        for i, t in enumerate(store.tables) if t.rows or t.files],
-            "empty": [t.name for t in store.tables if not (t.rows or t.files)],
-            "left_out": [{"table": t, "fields": []} for t in left_out]
-                        + [{"table": t.name, "fields": list(t.left_out)} for t in store.tables if t.left_out]}
+            "empty": [table_label(definition, t.name, loc) for t in store.tables if not (t.rows or t.files)],
+            "left_out": [{"table": table_label(definition, t, loc), "fields": []} for t in left_out]
+                        + [{"table": table_label(definition, t.name, loc),
+                            "fields": [field_label(spec.get(t.name), f, loc) for f in t.left_out]}
+                           for t in store.tables if t.left_out]}
 
 
 def _table(data: ReportData, store: str, definition: Any, table: TableData, anchor: str,
@@ -356,14 +387,18 @@ def _table(data: ReportData, store: str, definition: Any, table: TableData, anch
             text = localized(rule.description, loc)
             if rule.disclose == "mask":
                 text = "; ".join(t for t in (text, localized(rule.reason, loc)) if t)
-            if text:
-                legend.append({"field": column, "text": text, "masked": rule.disclose == "mask"})
-    return {"store": store, "name": table.name, "anchor": anchor,
+            label = field_label(tdef, column, loc)
+            if text or label != column:
+                # The label heads the preview; the legend gives the column's name in the file beside it.
+                legend.append({"field": label, "column": column if label != column else "", "text": text,
+                               "masked": rule.disclose == "mask"})
+    headers = [field_label(tdef, c, loc) for c in columns]
+    return {"store": store, "name": table.name, "label": table_label(definition, table.name, loc), "anchor": anchor,
             "category": localized(category.title, loc) if category else "",
             "description": localized(tdef.description, loc) if tdef else "",
             "rows": table.rows, "files": table.files, "csv": table.csv_path, "files_path": table.files_path,
-            "columns": [c.replace("_", "_\u200b") for c in columns],  # a line may break after _
-            "widths": _widths(columns, rows), "preview": rows, "shown": len(rows),
+            "columns": [c.replace("_", "_\u200b") for c in headers],  # a line may break after _
+            "widths": _widths(headers, rows), "preview": rows, "shown": len(rows),
             "more": max(table.rows - len(rows), 0),
             "legend": legend}
 
@@ -398,11 +433,18 @@ def _glossary_entries(data: ReportData, glossary: list[dict[str, Any]]) -> list[
         if not where:
             continue
         out.append({"title": _text(entry.get("title"), data.locale),
-                    "where": [w.rpartition(".")[0].replace(".", "/", 1) + f" ({w.rpartition('.')[2]})"
-                              for w in where],
+                    "where": [_glossary_place(data, w) for w in where],
                     "codes": [{"code": str(c.get("code")), "meaning": _text(c, data.locale)}
                               for c in entry.get("codes", ())]})
     return out
+
+
+def _glossary_place(data: ReportData, where: str) -> str:
+    """``store.table.column`` as a subject reads it: "Status (Calls)"."""
+    store_name, table, column = where.split(".", 2)
+    store = data.datamap.stores.get(store_name)
+    spec = store.tables.get(table) if store else None
+    return f"{field_label(spec, column, data.locale)} ({table_label(store, table, data.locale)})"
 
 
 def _text(value: Any, locale: str) -> str:

@@ -64,7 +64,9 @@ class StoreData:
     name: str
     description: str  # in the report's language
     tables: tuple[TableData, ...]
-    notes: tuple[str, ...] = ()  # what the search of this store reported (as the connector wrote it)
+    # What the person who searched this store by hand wrote for the answer. The connectors' own notes
+    # (files, folders, patterns, hosts searched) are for the DPO office and never reach the report.
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -143,8 +145,9 @@ def report_data(
 
     ``request``: reference, type, received_at, legal_end, and optionally answered_at (default: now)
     and locale. ``tasks``: per store ``{"store": name, "counts": task.counts}``, where counts holds
-    ``found`` and ``files`` ({table: n}), ``redactions`` ({table: {field: {disclose, mask, records}}}),
-    ``notes`` (and, for a store searched by hand, ``note``; for portability ``out_of_scope``).
+    ``found`` and ``files`` ({table: n}), ``redactions`` ({table: {field: {disclose, mask, records,
+    outcomes}}}), for a store searched by hand ``note``, for portability ``out_of_scope`` (a
+    connector's ``notes`` describe the installation: they are not read).
     ``outputs``: each store's output folder with one ``<table>.csv`` per table. ``package_prefix`` is
     where the store folders sit inside the package ("" for the top level, "data/" for a data folder).
     """
@@ -205,8 +208,6 @@ def _store(store: Store | None, name: str, counts: dict[str, Any], folder: Path 
                 for field, rule in (redactions.get(table) or {}).items()),
             left_out=tuple(str(f) for f in left_out.get(table) or ()),
         ))
-    notes = [str(n) for n in counts.get("notes") or ()]
-    if counts.get("note"):
-        notes.append(str(counts["note"]))
+    notes = [str(counts["note"])] if counts.get("note") else []
     description = localized(store.description, locale) if store else name
     return StoreData(name, description, tuple(tables), tuple(notes))

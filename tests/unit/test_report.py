@@ -38,6 +38,7 @@ from dsr.stores import validate_store
 pytestmark = pytest.mark.xdist_group("report")
 
 EVIL = '<img src="file:///etc/passwd">'
+CONNECTOR_NOTE = "searched 3 files (2,000 lines) in /srv/dsr/instance/logs/web matching 'access.log*'"
 EVIL_NOTE = '<link rel="stylesheet" href="http://127.0.0.1:9/x.css"><img src="data:image/png;base64,AAAA">'
 CALLS = 1_234_567  # counted in the store; the CSV below holds 40 (the report reads PREVIEW_ROWS)
 # received_at is naive, as SQLite gives it back: the report reads it as UTC (10:30 in Berlin).
@@ -125,7 +126,10 @@ def _collected(root: Path) -> tuple[list[dict[str, Any]], dict[str, Path]]:
             "found": {t: n for t, (_, _, n, _) in tables.items()},
             "files": {t: f for t, (_, _, _, f) in tables.items() if f},
             "redactions": REDACTIONS.get(store, {}),
-            "notes": [EVIL_NOTE] if store == "web_logs" else [],
+            # A connector's notes describe the installation (folders, patterns): never in the report.
+            "notes": [CONNECTOR_NOTE] if store == "web_logs" else [],
+            # A note written by the person who searched a store by hand is (escaped, like any value).
+            **({"note": EVIL_NOTE} if store == "api_logs" else {}),
         }})
     tasks.append({"store": "portal_db_archive", "counts": {"found": {}, "files": {"evidence": 1},
                                                            "note": "Papierarchiv durchsucht"}})
@@ -283,10 +287,16 @@ def test_page_numbers_contents_and_bookmarks(reports: dict[str, Rendered], local
         {"de": "Übersicht", "en": "Overview"}[locale], PROCESSING[locale]]
     contents = squash(r.texts[1])
     assert contents.startswith({"de": "Inhalt", "en": "Contents"}[locale])
+    pages: dict[str, set[int]] = {}
     for level, title, page in outline:
-        if level <= 2 and squash(title) in contents and page > 1:
-            # the contents give each section the page its bookmark points to (target-counter)
-            assert re.search(re.escape(squash(title)) + r"\.+" + str(page + 1) + r"(?!\d)", contents), title
+        if level <= 2:
+            pages.setdefault(squash(title), set()).add(page + 1)
+    for title, on in pages.items():
+        if title in contents and min(on) > 2:
+            # the contents give each section the page its bookmark points to (target-counter); a system is
+            # a heading both where it was searched and where its data is
+            found = re.findall(re.escape(title) + r"\.+(\d+)", contents)
+            assert found and {int(n) for n in found} <= on, (title, found, on)
 
 
 @pytest.mark.parametrize("locale", ["de", "en"])
@@ -352,6 +362,15 @@ def test_stored_values_print_as_text_and_load_nothing(reports: dict[str, Rendere
     text = squash(reports[locale].text)
     assert squash(EVIL) in text
     assert squash(EVIL_NOTE) in text
+
+
+@pytest.mark.parametrize("locale", ["de", "en"])
+def test_nothing_of_the_installation_reaches_the_subject(reports: dict[str, Rendered], locale: str) -> None:
+    """Issue 12.2: a connector's note with the server's folder and file pattern was printed verbatim."""
+    text = reports[locale].text
+    for leak in ("/srv/dsr", "access.log", "searched 3 files", "logs/web"):
+        assert leak not in text
+    assert "(portal_db)" not in squash(text)  # stores are named in the data map's words
     assert FETCHED, "the spy saw the report's stylesheet being loaded"
     css = (templates_folder() / "report.css").resolve()
     assert {AssetFetcher([css]).asset(url) for url in FETCHED} == {css}
@@ -390,7 +409,8 @@ def test_no_data_is_a_negative_answer(datamap: DataMap, tmp_path: Path, locale: 
                    "en": "We confirm that we do not process any personal data concerning you (Art. 15(1) GDPR)"}
                   [locale]) in squash(r.texts[0])
     assert PROCESSING[locale] not in [t for _, t, _ in r.outline()]
-    empty = {"de": "Ohne Treffer durchsucht: accounts", "en": "Searched, nothing found: accounts"}[locale]
+    # tables named by their labels in the data map (issue 12.4)
+    empty = {"de": "Ohne Treffer durchsucht: Kundenkonto", "en": "Searched, nothing found: Customer account"}[locale]
     assert squash(empty) in text
     assert squash(datamap.authorities["bfdi"].name) in text  # the complaint right is given all the same
 
@@ -403,7 +423,7 @@ def test_portability_says_what_is_left_out(reports: dict[str, Rendered], datamap
     for cid in ("web_server_logs", "consent_log"):  # not portable in the default map
         assert squash(datamap.categories[cid].title["en"]) in first
         assert datamap.categories[cid].title["en"] not in _category_blocks(r)
-    assert squash("Not included, as not portable (Art. 20 GDPR): requests") in squash(r.text)
+    assert squash("Not included, as not portable (Art. 20 GDPR): Page requests") in squash(r.text)
     assert "Web server logs" in _category_blocks(reports["en"])  # an access answer includes them
 
 
