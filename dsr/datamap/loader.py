@@ -116,7 +116,8 @@ def _build(data: dict[str, Any], source: Path | None, lines: Mapping[str, int], 
                                  v["description"]) for k, v in data["recipients"].items()},
         categories={k: Category(k, v["title"], tuple(v["purposes"]), v["source"], v["retention"],
                                 tuple(v["recipients"]), tuple(Transfer(**t) for t in v["transfers"]), v["portable"],
-                                v["erasure"], v["authority"], v["statutory_retention"], v["automated_decisions"])
+                                v["erasure"], v["authority"], v["statutory_retention"], v["automated_decisions"],
+                                v["stored"])
                     for k, v in data["categories"].items()},
         stores=stores,
         notice=data["notice"],
@@ -169,9 +170,14 @@ def _cross_check(m: DataMap) -> Iterator[tuple[str, str]]:
                 yield f"{tbase}.category", "has no category (set one on the table or the store)"
             elif table.category not in m.categories:
                 yield f"{tbase}.category", f"unknown category {table.category!r}"
+            elif not m.categories[table.category].stored:
+                yield f"{tbase}.category", f"category {table.category!r} is marked stored: false (nothing kept)"
             for col, rule in table.fields.items():
                 if rule.category not in m.categories:
                     yield f"{tbase}.fields.{col}.category", f"unknown category {rule.category!r}"
+                elif not m.categories[rule.category].stored:
+                    yield (f"{tbase}.fields.{col}.category",
+                           f"category {rule.category!r} is marked stored: false (nothing kept)")
                 for i, case in enumerate(rule.cases):
                     if case.column is not None and case.equals is None and case.values is None:
                         yield f"{tbase}.fields.{col}.cases.{i}.when.in_list", "unknown list (see lists:)"

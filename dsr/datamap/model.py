@@ -88,6 +88,7 @@ class Category:
     authority: str
     statutory_retention: str | None = None
     automated_decisions: Localized | None = None
+    stored: bool = True  # False: the controller keeps nothing of it (no store may hold it)
 
 
 @dataclass(frozen=True)

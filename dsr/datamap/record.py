@@ -32,7 +32,7 @@ def rows(m: DataMap, locale: str = "en") -> Iterator[dict[str, str]]:
             "erasure": cat.erasure,
             "statutory_retention": cat.statutory_retention or "-",
             "authority": m.authorities[cat.authority].name,
-            "held_in": ", ".join(sorted(held.get(cid, set()))) or "-",
+            "held_in": (", ".join(sorted(held.get(cid, set()))) or "-") if cat.stored else "not stored here",
         }
 
 

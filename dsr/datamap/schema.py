@@ -121,6 +121,9 @@ class CategorySchema(_Strict):
     statutory_retention = fields.String(load_default=None)  # the duty that keeps it, e.g. "§ 14b UStG"
     authority = fields.String(required=True, validate=NAME)  # competent supervisory authority
     automated_decisions = Localized(load_default=None)  # Art. 15(1)(h); absent means none
+    # false: processing in which the controller keeps nothing (a map or captcha the browser loads from a
+    # third party); no store holds it, and every access answer names it with its recipients and transfers.
+    stored = fields.Boolean(load_default=True)
 
 
 class WhenSchema(_Strict):

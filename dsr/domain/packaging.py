@@ -119,7 +119,8 @@ def _manifest(request: Request, tasks: list[Task], datamap: DataMap, now: dateti
         # Art. 20 covers data provided or observed under consent or contract: say what was left out.
         manifest["scope"] = "portability (Art. 20 GDPR): only categories the data map marks portable"
         manifest["left_out"] = {t.store: t.counts["out_of_scope"] for t in tasks if t.counts.get("out_of_scope")}
-        manifest["left_out_categories"] = sorted(cid for cid, c in datamap.categories.items() if not c.portable)
+        manifest["left_out_categories"] = sorted(cid for cid, c in datamap.categories.items()
+                                                 if not c.portable and c.stored)
     return manifest
 
 

@@ -32,7 +32,7 @@ from weasyprint import HTML
 from weasyprint.urls import URLFetcher, URLFetcherResponse
 
 from dsr.config import project_folder
-from dsr.datamap.model import Contact, DataMap, Store, Table
+from dsr.datamap.model import Category, Contact, DataMap, Store, Table
 from dsr.exports.package import sha256_file
 from dsr.exports.report_model import (
     PREVIEW_ROWS,
@@ -166,8 +166,13 @@ def context(data: ReportData, glossary: list[dict[str, Any]] | None = None) -> d
     zone: tzinfo = ZoneInfo(data.timezone)
     categories = _categories(data)
     used = [c for c in m.categories if c in categories]
-    authorities = dict.fromkeys(m.categories[c].authority for c in used) or dict.fromkeys(m.authorities)
-    purposes = dict.fromkeys(p for c in used for p in m.categories[c].purposes)
+    # Processing that keeps nothing here (a map, a captcha loaded from a third party) may have concerned
+    # anyone who used the site: every answer names it, its recipients and transfers (Art. 15(1)(c), (2)).
+    unstored = [c for c, cat in m.categories.items() if not cat.stored and data.request_type != "portability"]
+    # With no data found, the subject may complain to any of them.
+    authorities = {**(dict.fromkeys(m.categories[c].authority for c in used) or dict.fromkeys(m.authorities)),
+                   **dict.fromkeys(m.categories[c].authority for c in unstored)}
+    purposes = dict.fromkeys(p for c in [*used, *unstored] for p in m.categories[c].purposes)
     for n, cid in enumerate(used):
         categories[cid]["anchor"] = f"category-{n}"
     shown = sum(1 for s in data.stores for t in s.tables if t.rows and t.preview)
@@ -192,6 +197,7 @@ def context(data: ReportData, glossary: list[dict[str, Any]] | None = None) -> d
                    "tables": sum(1 for s in data.stores for t in s.tables if t.rows or t.files),
                    "csv_files": sum(1 for s in data.stores for t in s.tables if t.csv_path)},
         "categories": [categories[c] for c in used],
+        "not_stored": [_information(m, m.categories[c], loc) for c in unstored],
         "authorities": [{**_contact(m.authorities[a]), "scope": localized(m.authorities[a].scope, loc)}
                         for a in authorities],
         "objection": [localized(m.purposes[p].description, loc) for p in purposes
@@ -199,7 +205,7 @@ def context(data: ReportData, glossary: list[dict[str, Any]] | None = None) -> d
         "consent": [localized(m.purposes[p].description, loc) for p in purposes
                     if _CONSENT.search(m.purposes[p].legal_basis)],
         "portable": [localized(m.categories[c].title, loc) for c in used if m.categories[c].portable],
-        "not_portable": [localized(c.title, loc) for c in m.categories.values() if not c.portable],
+        "not_portable": [localized(c.title, loc) for c in m.categories.values() if not c.portable and c.stored],
         "redactions": _redactions(data),
         "stores": stores,
         "data_stores": [s for s in stores if s["tables"]],
@@ -271,26 +277,31 @@ def _categories(data: ReportData) -> dict[str, dict[str, Any]]:
         cat = m.categories.get(cid)
         if cat is None:
             continue
-        retention = m.retention[cat.retention]
-        out[cid] = {
-            "id": cid, "title": localized(cat.title, loc), "places": where,
-            "records": sum(p["rows"] for p in where), "files": sum(p["files"] for p in where),
-            "purposes": [{"description": localized(m.purposes[p].description, loc),
-                          "legal_basis": m.purposes[p].legal_basis,
-                          "legitimate_interest": localized(m.purposes[p].legitimate_interest, loc)}
-                         for p in cat.purposes],
-            "recipients": [_recipient(m, r, loc) for r in dict.fromkeys(
-                (*cat.recipients, *(t.recipient for t in cat.transfers)))],
-            "transfers": [{"recipient": m.recipients[t.recipient].name, "country": t.country,
-                           "safeguard": localized(t.safeguard, loc)} for t in cat.transfers],
-            "retention": localized(retention.description, loc),
-            "statutory_retention": cat.statutory_retention,
-            "source": localized(cat.source, loc),
-            "automated_decisions": localized(cat.automated_decisions, loc),
-            "authority": m.authorities[cat.authority].name,
-            "portable": cat.portable,
-        }
+        out[cid] = {**_information(m, cat, loc), "places": where,
+                    "records": sum(p["rows"] for p in where), "files": sum(p["files"] for p in where)}
     return out
+
+
+def _information(m: DataMap, cat: Category, loc: str) -> dict[str, Any]:
+    """A category's Art. 15(1) and (2) information from the data map."""
+    retention = m.retention[cat.retention]
+    return {
+        "id": cat.id, "title": localized(cat.title, loc),
+        "purposes": [{"description": localized(m.purposes[p].description, loc),
+                      "legal_basis": m.purposes[p].legal_basis,
+                      "legitimate_interest": localized(m.purposes[p].legitimate_interest, loc)}
+                     for p in cat.purposes],
+        "recipients": [_recipient(m, r, loc) for r in dict.fromkeys(
+            (*cat.recipients, *(t.recipient for t in cat.transfers)))],
+        "transfers": [{"recipient": m.recipients[t.recipient].name, "country": t.country,
+                       "safeguard": localized(t.safeguard, loc)} for t in cat.transfers],
+        "retention": localized(retention.description, loc),
+        "statutory_retention": cat.statutory_retention,
+        "source": localized(cat.source, loc),
+        "automated_decisions": localized(cat.automated_decisions, loc),
+        "authority": m.authorities[cat.authority].name,
+        "portable": cat.portable,
+    }
 
 
 def store_label(store: Store | None, name: str, locale: str) -> str:

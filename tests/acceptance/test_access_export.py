@@ -74,7 +74,9 @@ def test_AT_10_the_report_gives_the_art_15_information_per_category_from_the_dat
     text = _report_text(package)
     words = " ".join(text.split())
     # The demo subject has data in every category of the default data map (the processor's own
-    # categories aside, which this map leaves out), so every category's Art. 15(1) items are there.
+    # categories aside, which this map leaves out), so every category's Art. 15(1) items are there;
+    # processing that stores nothing here (Google Maps, reCAPTCHA: sent to the USA) is in every answer.
+    assert any(c.transfers and not c.stored for c in datamap.categories.values())
     for category in datamap.categories.values():
         assert category.title[locale] in words, category.id
         for purpose in category.purposes:  # (c) purposes and (1)(c) legal bases
@@ -84,6 +86,9 @@ def test_AT_10_the_report_gives_the_art_15_information_per_category_from_the_dat
         for recipient in category.recipients:  # (c) recipients and processors
             assert datamap.recipients[recipient].name in words, (category.id, recipient)
         assert category.source[locale] in words, category.id  # (g)
+        for transfer in category.transfers:  # (2) third-country transfers and their safeguards
+            assert f"{datamap.recipients[transfer.recipient].name} ({transfer.country})" in words, category.id
+            assert transfer.safeguard[locale] in words, category.id
         assert datamap.authorities[category.authority].name in words  # (f) where to complain
         if category.automated_decisions:  # (h)
             assert category.automated_decisions[locale] in words

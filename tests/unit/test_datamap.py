@@ -55,6 +55,9 @@ def _tables(d: dict[str, Any]) -> dict[str, Any]:
 
 
 BROKEN = [
+    pytest.param(lambda d: _tables(d)["accounts"].update(category="google_maps"),
+                 "stores.portal_db.tables.accounts.category", "category 'google_maps' is marked stored: false",
+                 ("category", "accounts"), id="table-in-a-category-that-stores-nothing"),
     pytest.param(lambda d: _tables(d)["accounts"].update(category="nope"),
                  "stores.portal_db.tables.accounts.category", "unknown category 'nope'", ("category", "accounts"),
                  id="unknown-category"),

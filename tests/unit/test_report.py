@@ -219,10 +219,10 @@ def _category_blocks(r: Rendered) -> dict[str, str]:
     entries = outline[start + 1:end]
     blocks = {}
     for n, (_, title, page) in enumerate(entries):
-        last = entries[n + 1][2] if n + 1 < len(entries) else outline[end][2] - 1
-        text = squash("\n".join(r.texts[page:last + 1]))
+        following = entries[n + 1] if n + 1 < len(entries) else outline[end]  # the next section may share a page
+        text = squash("\n".join(r.texts[page:following[2] + 1]))
         begin = text.index(squash(title))
-        stop = text.find(squash(entries[n + 1][1]), begin + 1) if n + 1 < len(entries) else -1
+        stop = text.find(squash(following[1]), begin + 1)
         blocks[title] = text[begin:stop if stop > 0 else None]
     return blocks
 
@@ -467,3 +467,29 @@ def test_the_report_needs_neither_flask_nor_the_database() -> None:
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('flask', 'sqlalchemy', 'rq', 'redis')))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("locale", ["de", "en"])
+def test_processing_that_stores_nothing_is_named_with_its_third_country_transfer(
+        reports: dict[str, Rendered], datamap: DataMap, tmp_path: Path, locale: str) -> None:
+    """Issue 12.5: Google Maps and reCAPTCHA send the visitor's IP address and device data to Google in the
+    USA; the controller stores nothing, yet the answer must name the recipient and the safeguard."""
+    nothing = [{"store": s, "counts": {"found": dict.fromkeys(TABLES[s], 0), "files": {}}} for s in TABLES]
+    negative = _render(report_data(datamap, REQUEST, nothing, {}, locale), tmp_path / "none.pdf")
+    unstored = [c for c in datamap.categories.values() if not c.stored]
+    assert {c.id for c in unstored} == {"google_maps", "recaptcha"}
+    for r in (reports[locale], negative):
+        text = squash(r.text)
+        assert squash({"de": "Verarbeitungen, bei denen wir nichts speichern",
+                       "en": "Processing in which we store nothing"}[locale]) in text
+        for category in unstored:
+            assert squash(category.title[locale]) in text
+            for transfer in category.transfers:
+                assert squash(f"{datamap.recipients[transfer.recipient].name} ({transfer.country})") in text
+                assert squash(transfer.safeguard[locale]) in text
+            for purpose in category.purposes:
+                assert squash(datamap.purposes[purpose].legal_basis) in text
+    tasks, outputs = _collected(tmp_path / "work")
+    portability = _render(report_data(datamap, {**REQUEST, "type": "portability"}, tasks, outputs, locale),
+                          tmp_path / "p.pdf")
+    assert squash(unstored[0].title[locale]) not in squash(portability.text)  # not data we could hand over
