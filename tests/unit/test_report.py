@@ -338,13 +338,15 @@ def test_redactions_are_explained_with_counts(reports: dict[str, Rendered], data
     n = {"de": "1.234.562", "en": "1,234,562"}[locale]  # CALLS less the 5 records its cases decided
     how = {"de": "die letzten drei Ziffern durch x ersetzt", "en": "last three digits replaced by x"}[locale]
     rule = tables["call_records"].rule("to_number")
-    assert rule.reason is not None
+    assert rule.reason is not None and rule.label is not None
     # Only what applied, each with its own count: the field's rule, the counselling lines (withheld),
     # the subject's own number shown in full; not the full numbers, which the subject did not ask for.
     counselling, inbound, full_numbers = rule.cases
     withheld = {"de": "durch „withheld“ ersetzt (nicht angezeigt)", "en": 'replaced by "withheld" (not shown)'}[locale]
     shown = {"de": "nichts: vollständig angezeigt", "en": "nothing: shown in full"}[locale]
-    assert re.search(re.escape(squash(f"to_number {how} {rule.reason[locale]}")) + re.escape(n), text)
+    # The field by its label, its name in the file beside it.
+    assert re.search(re.escape(squash(f"{rule.label[locale]} (to_number) {how} {rule.reason[locale]}")) + re.escape(n),
+                     text)
     assert squash(f"{withheld} {counselling.reason[locale]} 3") in text
     assert squash(f"{shown} {inbound.reason[locale]} 2") in text
     assert squash(full_numbers.reason[locale]) not in text
@@ -352,9 +354,10 @@ def test_redactions_are_explained_with_counts(reports: dict[str, Rendered], data
     iban = tables["payment_methods"].rule("iban").reason
     assert iban is not None and squash(iban[locale]) in text
     omitted = {"de": "Gespeichert, aber nicht herausgegeben", "en": "Stored, not disclosed"}[locale]
-    password = tables["accounts"].rule("password_hash").reason
-    assert password is not None
-    assert squash(omitted) in text and squash(f"password_hash {password[locale]}") in text
+    password_rule = tables["accounts"].rule("password_hash")
+    password, label = password_rule.reason, password_rule.label
+    assert password is not None and label is not None
+    assert squash(omitted) in text and squash(f"{label[locale]} (password_hash) {password[locale]}") in text
 
 
 @pytest.mark.parametrize("locale", ["de", "en"])
