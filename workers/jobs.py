@@ -28,7 +28,8 @@ def collect(task_id: str, after_attempt: int | None = None) -> str:
     task = fulfilment.collect(rt.sessions, rt.connector, rt.storage, uuid.UUID(task_id), final_attempt=final,
                               processor_deadline=timedelta(days=rt.settings.processor_deadline_days),
                               resolve=rt.resolve, after_attempt=after_attempt,
-                              categories=rt.datamap.categories, holder=job.id if job else None,
+                              categories=rt.datamap.categories, retention=rt.datamap.retention,
+                              holder=job.id if job else None,
                               lease=timedelta(seconds=rt.settings.task_lease_seconds))
     if task is None:
         return "nothing to do: done, overtaken, or held by a live attempt of another job"

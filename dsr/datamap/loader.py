@@ -98,8 +98,9 @@ def _build(data: dict[str, Any], source: Path | None, lines: Mapping[str, int], 
             category = t.pop("category") or s["category"] or ""
             rules = {col: _rule(col, f, category, data["lists"]) for col, f in t.pop("fields_").items()}
             erasure = t.pop("erasure")
-            description, label = t.pop("description"), t.pop("label")
-            tables[tname] = Table(tname, category, rules, dict(t), _erasure(erasure), description, label)
+            description, label, collected_at = t.pop("description"), t.pop("label"), t.pop("collected_at")
+            tables[tname] = Table(tname, category, rules, dict(t), _erasure(erasure), description, label,
+                                  collected_at)
         connection = {k: _interpolate(v, env, instance_dir) if isinstance(v, str) else v
                       for k, v in s["connection"].items()}
         stores[name] = Store(name, s["connector"], s["description"], connection, s["identities"], tables,

@@ -142,6 +142,7 @@ class Table:
     erasure: Erasure | None = None
     description: Localized | None = None
     label: Localized | None = None  # the table's name for a subject; the raw name where none is given
+    collected_at: str | None = None  # the column with each record's collection time
 
     def rule(self, column: str) -> FieldRule:
         """The rule of a column; one the map does not list is exported under the table's category."""

@@ -209,6 +209,9 @@ class TableSchema(Schema):
     category = fields.String(load_default=None, validate=NAME)
     label = Localized(load_default=None)  # the table's name as a subject reads it
     description = Localized(load_default=None)
+    # The column that holds when each record was collected: records older than a retention rule
+    # anchored at collection allows are reported to the DPO office (dsr.exports.aging).
+    collected_at = fields.String(load_default=None)
     fields_ = fields.Dict(keys=fields.String(), values=fields.Nested(FieldSchema), data_key="fields",
                           load_default=dict)
     erasure = fields.Nested(ErasureSchema, load_default=None)

@@ -3,10 +3,11 @@
 ``events-2026-03-05.jsonl.gz``, the newest day uncompressed.
 
 Events exist only while the person's analytics consent was in force, as the portal's ``consents``
-table records it (``consent_windows``): from the grant, until the withdrawal or for at most
-``DAYS`` days (the notice keeps analytics data 30 days). Each browser has a pseudonymous visitor
-ID (the analytics cookie); events after a login also carry the customer number, those before it
-only the visitor ID, which the store links to the person (``link_fields``). Max Mustermann
+table records it (``consent_windows``), and only for the last ``DAYS`` days before the build (the
+data map keeps analytics data 30 days from collection: the demo holds nothing its map says is gone).
+Each browser has a pseudonymous visitor ID (the analytics cookie); events after a login also carry
+the customer number, those before it only the visitor ID, which the store links to the person
+(``link_fields``). Max Mustermann
 (``K00000001``) uses a laptop and a phone. One office browser is shared by two other customers, so
 its anonymous events belong to neither; anonymous visitors who never log in come and go.
 Everything is invented and deterministic for a given seed.
@@ -60,15 +61,21 @@ def _aware(value: Any) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def build(folder: Path, windows: list[ConsentWindow], *, events_per_day: int = 6, seed: int = 42) -> dict[str, int]:
-    """Write the daily export files under ``folder`` (replacing earlier ``events-*`` files) and return
-    the event count per file name."""
+def build(folder: Path, windows: list[ConsentWindow], *, events_per_day: int = 6, seed: int = 42,
+          now: datetime | None = None) -> dict[str, int]:
+    """Write the daily export files under ``folder`` (replacing earlier ``events-*`` files) for the
+    last ``DAYS`` - 1 days before ``now`` (default: now) and return the event count per file name."""
     rng = random.Random(seed)
+    end = now or datetime.now(UTC)
+    # A day short of the period, so the data stays within it for a day after the build.
+    recent = [ConsentWindow(w.customer_number, max(w.granted_at, end - timedelta(days=DAYS - 1)),
+                            min(w.withdrawn_at or end, end)) for w in windows]
+    recent = [w for w in recent if w.withdrawn_at is not None and w.granted_at < w.withdrawn_at]
     days: dict[date, list[tuple[datetime, dict[str, Any]]]] = {}
-    for n, window in enumerate(windows):
+    for n, window in enumerate(recent):
         for at, event in _events(rng, window, n, events_per_day):
             days.setdefault(at.date(), []).append((at, event))
-    shared = [w for w in windows if w.customer_number != MAX][:2]
+    shared = [w for w in recent if w.customer_number != MAX][:2]
     if len(shared) == 2:
         for at, event in _shared_browser(rng, shared, events_per_day):
             days.setdefault(at.date(), []).append((at, event))
@@ -90,10 +97,10 @@ def build(folder: Path, windows: list[ConsentWindow], *, events_per_day: int = 6
 
 def _events(rng: random.Random, window: ConsentWindow, n: int,
             per_day: int) -> Iterator[tuple[datetime, dict[str, Any]]]:
-    """One person's visits while their consent lasted: some days, a few events each, the first of a
-    visit before the login (visitor ID only), the rest after it (with the customer number)."""
-    end = min(window.withdrawn_at or window.granted_at + timedelta(days=DAYS),
-              window.granted_at + timedelta(days=DAYS))
+    """One person's visits while their consent lasted (``window``, cut to the days kept): some days, a
+    few events each, the first of a visit before the login (visitor ID only), the rest after it."""
+    assert window.withdrawn_at is not None
+    end = window.withdrawn_at
     browsers = [f"v-{rng.getrandbits(64):016x}" for _ in range(2 if window.customer_number == MAX else 1)]
     day = window.granted_at
     while day < end:
@@ -115,8 +122,7 @@ def _shared_browser(rng: random.Random, people: list[ConsentWindow],
                     per_day: int) -> Iterator[tuple[datetime, dict[str, Any]]]:
     """One office browser that two customers log in on (on days both had consented)."""
     start = max(p.granted_at for p in people)
-    end = min(min(p.withdrawn_at or p.granted_at + timedelta(days=DAYS), p.granted_at + timedelta(days=DAYS))
-              for p in people)
+    end = min(p.withdrawn_at or start for p in people)
     visitor = f"v-{rng.getrandbits(64):016x}"
     for index, day in enumerate(_days(start, min(end, start + timedelta(days=4)))):
         person = people[index % 2]
@@ -130,8 +136,8 @@ def _shared_browser(rng: random.Random, people: list[ConsentWindow],
 
 def _strangers(rng: random.Random, first: date, last: date) -> Iterator[tuple[datetime, dict[str, Any]]]:
     """Visitors who consented on the web site but never log in: nobody dsr can name."""
-    start = datetime.combine(first, datetime.min.time(), UTC)
-    span = max((last - first).days, 1) * 86400
+    start = datetime.combine(first, datetime.min.time(), UTC) + timedelta(days=1)  # within the days kept
+    span = max((last - first).days - 1, 1) * 86400
     for _ in range(max(10, span // 86400)):
         at = start + timedelta(seconds=rng.randrange(0, span))
         yield at, event_record(rng, at, f"v-{rng.getrandbits(64):016x}", f"s-{rng.getrandbits(48):012x}", None,

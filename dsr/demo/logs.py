@@ -19,7 +19,7 @@ import json
 import random
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,10 @@ from dsr.demo import portal
 
 MAX_EMAIL = portal.DEMO_SUBJECT
 MAX_CUSTOMER = "K00000001"
-EPOCH = datetime(2026, 3, 1, tzinfo=UTC)
-# Oldest first; each file holds two days, and this share of the lines.
+# Oldest first; each file holds two days, and this share of the lines. The six days end today: the
+# data map keeps web logs 7 days, and the demo holds nothing its own map says is gone.
 ROTATIONS = (("2.gz", 0.4), ("1", 0.3), ("", 0.3))
+DAYS = 2 * len(ROTATIONS)
 MIN_LINES = 30
 
 PAGES = ["/", "/produkte", "/preise", "/datenschutz", "/impressum", "/static/app.js", "/static/app.css",
@@ -58,12 +59,13 @@ def default_subjects(count: int = 12, seed: int = 42) -> list[dict[str, Any]]:
 
 
 def build(folder: Path, *, subjects: list[dict[str, Any]] | None = None, lines: int = 2000,
-          seed: int = 42) -> dict[str, int]:
-    """Write the web logs (``lines`` lines) and API logs (half as many) under ``folder``; return the
-    line count per file, by path relative to ``folder``. The six files are replaced; nothing else
-    in the folder is touched."""
+          seed: int = 42, today: date | None = None) -> dict[str, int]:
+    """Write the web logs (``lines`` lines) and API logs (half as many) under ``folder``, for the
+    ``DAYS`` days before ``today`` (default: today in UTC); return the line count per file, by
+    path relative to ``folder``. The six files are replaced; nothing else in the folder is touched."""
     if lines < MIN_LINES:
         raise ValueError(f"lines must be at least {MIN_LINES}")
+    epoch = datetime.combine(today or datetime.now(UTC).date(), time.min, UTC) - timedelta(days=DAYS)
     people = _people(subjects if subjects is not None else default_subjects(seed=seed))
     rng = random.Random(seed)
     counts: dict[str, int] = {}
@@ -72,7 +74,7 @@ def build(folder: Path, *, subjects: list[dict[str, Any]] | None = None, lines: 
         out = folder / kind
         out.mkdir(parents=True, exist_ok=True)
         for index, (suffix, share) in enumerate(ROTATIONS):
-            start = EPOCH + timedelta(days=2 * index)
+            start = epoch + timedelta(days=2 * index)
             malformed = MALFORMED if (kind, suffix) == ("web", "1") else []
             text = list(render(rng, people, start, int(total * share), malformed))
             filename = f"{name}.{suffix}" if suffix else name

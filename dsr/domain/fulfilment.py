@@ -20,10 +20,12 @@ from sqlalchemy import CursorResult, Result, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dsr.datamap import Category, DataMap, FieldRule
+from dsr.datamap.model import RetentionRule
 from dsr.domain import audit, delivery, work
 from dsr.domain.errors import DomainError, InvalidTransition, NotFound
 from dsr.domain.leases import DEFAULT_LEASE, Lease, lapsed, runner
 from dsr.domain.packaging import ReportOptions, Storage, build_package
+from dsr.exports import aging
 from dsr.exports.csv_files import CsvDirectorySink
 from dsr.exports.disclosure import DisclosingSink
 from dsr.models import Artifact, Request, RequestStatus, RequestType, Task, TaskStatus, utcnow
@@ -55,6 +57,7 @@ def collect(
     resolve: Callable[[Subject, str], Subject] = lambda subject, _store: subject,
     after_attempt: int | None = None,
     categories: Mapping[str, Category] | None = None,
+    retention: Mapping[str, RetentionRule] | None = None,
     holder: str | None = None,
     lease: timedelta = DEFAULT_LEASE,
 ) -> Task | None:
@@ -64,7 +67,9 @@ def collect(
 
     ``holder`` is the queue job running this; a task still marked running for the same job was left by
     that job's earlier run, which died (the queue retries a job under its id), and is taken over at once.
-    Any other running task is taken over only once its lease has run out."""
+    Any other running task is taken over only once its lease has run out. With ``categories`` and
+    ``retention`` (the data map's), records older than their retention allows are counted
+    (``counts.past_retention``) and the DPO office is told (``dsr.exports.aging``)."""
     now = utcnow()
     with sessions.begin() as session:
         task = session.get(Task, task_id, with_for_update=True)
@@ -94,7 +99,8 @@ def collect(
     with Lease(sessions, task_id, attempt, lease):
         return _run_collect(sessions, connector_for, storage, task_id, attempt, store, request_id, request_type,
                             options, waiting, earlier, subject, final_attempt=final_attempt,
-                            processor_deadline=processor_deadline, resolve=resolve, categories=categories)
+                            processor_deadline=processor_deadline, resolve=resolve, categories=categories,
+                            retention=retention)
 
 
 def abandon(session: Session, task: Task, *, actor: str, now: datetime) -> bool:
@@ -136,15 +142,18 @@ def _run_collect(sessions: sessionmaker[Session], connector_for: Callable[[str],
                  options: dict[str, Any], waiting: dict[str, Any] | None, earlier: dict[str, Any],
                  subject: Subject, *, final_attempt: bool, processor_deadline: timedelta,
                  resolve: Callable[[Subject, str], Subject],
-                 categories: Mapping[str, Category] | None) -> Task | None:
+                 categories: Mapping[str, Category] | None,
+                 retention: Mapping[str, RetentionRule] | None = None) -> Task | None:
     out = storage.work_dir(request_id, store, attempt)
     shutil.rmtree(out, ignore_errors=True)
     progress = _Progress(sessions, task_id, attempt, storage, out, earlier)
     try:
         subject = resolve(subject, store)
         connector = connector_for(store)
-        sink = DisclosingSink(CsvDirectorySink(out), connector.store, _scope(request_type, categories), options)
-        progress.summary = sink.summary
+        limits = aging.limits(connector.store, categories, retention, utcnow()) if categories and retention else {}
+        sink = DisclosingSink(CsvDirectorySink(out), connector.store, _scope(request_type, categories), options,
+                              limits)
+        progress.summary, progress.aged = sink.summary, sink.past_retention
         result = connector.collect(subject, sink, progress)
     except Pending as pending:
         days = connector.store.deadline_days
@@ -160,6 +169,7 @@ def _run_collect(sessions: sessionmaker[Session], connector_for: Callable[[str],
     except Exception as exc:
         _fail(sessions, task_id, attempt, exc, final_attempt)
         raise
+    past = {**progress.past, **sink.past_retention()}
     with sessions.begin() as session:
         done = _rowcount(session.execute(
             update(Task)
@@ -168,6 +178,7 @@ def _run_collect(sessions: sessionmaker[Session], connector_for: Callable[[str],
                     counts={"found": result.found, "files": result.files, "total": result.total,
                             "redactions": {**progress.redactions, **sink.summary()}, "notes": result.notes,
                             **({"out_of_scope": sink.excluded()} if sink.excluded() else {}),
+                            **({"past_retention": past} if past else {}),
                             **({"resumed": sorted(progress.carried)} if progress.carried else {})},
                     checkpoint={"output": str(out.relative_to(storage.root))})
         ))
@@ -176,6 +187,10 @@ def _run_collect(sessions: sessionmaker[Session], connector_for: Callable[[str],
             audit.record(session, "task.completed", actor=WORKER, request_id=request_id,
                          data={"store": store, "action": "collect", "attempt": attempt, "found": result.found,
                                "files": result.files})
+            if past:
+                # A finding for the office before the answer goes out: counts and dates, never values.
+                audit.record(session, "retention.exceeded", actor=WORKER, request_id=request_id,
+                             data={"store": store, "tables": past})
             settled(session, task, str(attempt))
         return task
 
@@ -198,6 +213,8 @@ class _Progress:
         self.redactions: dict[str, Any] = dict(earlier.get("redactions") or {})
         self.carried: set[str] = set()
         self.summary: Callable[[], dict[str, Any]] = dict
+        self.past: dict[str, Any] = dict(earlier.get("past_retention") or {})
+        self.aged: Callable[[], dict[str, Any]] = dict
         source = storage.root / earlier["dir"] if earlier.get("dir") else None
         if source is not None and source.is_dir():
             for unit, found in (earlier.get("done") or {}).items():
@@ -224,7 +241,8 @@ class _Progress:
                 return
             task.checkpoint = {**(task.checkpoint or {}), "resume": {
                 "dir": str(self.out.relative_to(self.storage.root)), "done": dict(self.units),
-                "redactions": {**self.redactions, **self.summary()}}}
+                "redactions": {**self.redactions, **self.summary()},
+                "past_retention": {**self.past, **self.aged()}}}
 
 
 def _move_unit(source: Path, target: Path, unit: str) -> bool:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, BinaryIO
 
 from dsr.datamap.model import Case, FieldRule, Store
+from dsr.exports.aging import Limit, Tally
 from dsr.stores.base import TableSink, TableWriter
 
 _DIGIT = re.compile(r"\d")
@@ -106,8 +108,9 @@ def _by_case(rule: FieldRule, position: int, index: dict[str, int], options: dic
 
 class _DisclosingWriter:
     def __init__(self, inner: TableWriter, keep: list[int], masks: dict[int, Callable[[str], str]],
-                 counts: dict[str, Counter[str]], names: list[str], by_case: dict[int, Callable[[Any], Any]]) -> None:
-        self.inner, self.keep, self.masks, self.by_case = inner, keep, masks, by_case
+                 counts: dict[str, Counter[str]], names: list[str], by_case: dict[int, Callable[[Any], Any]],
+                 aging: tuple[int, Tally] | None = None) -> None:
+        self.inner, self.keep, self.masks, self.by_case, self.aging = inner, keep, masks, by_case, aging
         # Fields redacted by one rule for every record (by_case fields count themselves, per record).
         self.plain = [counts[names[i]] for i in masks] + [counts[n] for i, n in enumerate(names)
                                                           if i not in keep and n in counts]
@@ -121,6 +124,10 @@ class _DisclosingWriter:
         ])
         for counter in self.plain:
             counter[DEFAULT] += len(rows)
+        if self.aging is not None:
+            column, tally = self.aging
+            for row in rows:
+                tally.see(row[column])
 
     def close(self) -> None:
         self.inner.close()
@@ -155,10 +162,13 @@ class DisclosingSink:
     """
 
     def __init__(self, inner: TableSink, store: Store, in_scope: Callable[[FieldRule], bool] | None = None,
-                 options: dict[str, Any] | None = None) -> None:
+                 options: dict[str, Any] | None = None, limits: Mapping[str, Limit] | None = None) -> None:
         """``in_scope``: which fields the answer covers (portability, Art. 20: only portable categories);
-        fields out of scope are left out, and ``excluded()`` names them."""
+        fields out of scope are left out, and ``excluded()`` names them. ``limits``: per table, how old
+        a record may be (``dsr.exports.aging``); ``past_retention()`` tells what was older."""
         self.inner, self.store, self.in_scope = inner, store, in_scope
+        self.limits = dict(limits or {})
+        self.aged: dict[str, Tally] = {}
         self.names: Callable[[str], Sequence[str]] | None = None
         self.options = options or {}  # what the subject chose in the request (e.g. full_numbers)
         self.redactions: dict[str, dict[str, dict[str, Any]]] = {}
@@ -204,8 +214,22 @@ class DisclosingSink:
                    if c in kept and kept[c].cases}
         masks = {i: self._mask(kept[c]) for i, c in enumerate(columns)
                  if c in kept and kept[c].disclose == "mask" and i not in by_case}
+        limit = self.limits.get(name)
+        aging = (columns.index(limit.column), self.aged.setdefault(name, Tally(limit))) \
+            if limit is not None and limit.column in columns else None
         return _DisclosingWriter(self.inner.open_table(name, [columns[i] for i in keep]), keep, masks, counts,
-                                 list(columns), by_case)
+                                 list(columns), by_case, aging)
+
+    def limit(self, name: str) -> Limit | None:
+        """How old a record of ``name`` may be, for stores that count it themselves (``count_aged``)."""
+        return self.limits.get(name)
+
+    def count_aged(self, name: str, records: int, oldest: datetime | None) -> None:
+        self.aged.setdefault(name, Tally(self.limits[name])).add(records, oldest)
+
+    def past_retention(self) -> dict[str, dict[str, Any]]:
+        """Per table that held records older than its retention allows: how many, and the oldest."""
+        return {name: tally.finding() for name, tally in self.aged.items() if tally.records}
 
     def use_names(self, lookup: Callable[[str], Sequence[str]]) -> None:
         """The store's lookup of ``table.column`` for fields with ``mask: names`` (``Connector.names``):

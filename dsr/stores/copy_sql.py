@@ -9,7 +9,9 @@ moves bytes. Both paths produce the same CSV for the same rows (tests compare th
 from __future__ import annotations
 
 import select
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg import pq
@@ -253,3 +255,15 @@ def _drain(pgconn: Any, stream: Any) -> int:
             raise psycopg.errors.error_from_result(results[-1], encoding=pgconn._encoding)
         raise psycopg.OperationalError(pgconn.get_error_message().decode(errors="replace"))
     return int(results[-1].command_tuples or 0)
+
+
+def older_than(conn: Any, column: Any, cutoff: datetime, where: ColumnElement[bool],
+               zone: str = "UTC") -> tuple[int, datetime | None]:
+    """How many selected records have ``column`` before ``cutoff``, and the oldest (a time kept without
+    a zone is in the store's ``zone``)."""
+    if not column.type.timezone:
+        cutoff = cutoff.astimezone(ZoneInfo(zone)).replace(tzinfo=None)
+    count, oldest = conn.execute(sql_select(func.count(), func.min(column)).where(where, column < cutoff)).one()
+    if isinstance(oldest, datetime) and oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=ZoneInfo(zone))
+    return int(count), oldest

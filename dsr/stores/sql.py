@@ -335,6 +335,10 @@ class SqlConnector(Connector):
         for field, outcomes in copy_sql.outcome_counts(conn, t, [r for r in rules if r.cases], where,
                                                        options).items():
             sink.count_outcomes(name, field, outcomes)
+        limit = sink.limit(name) if hasattr(sink, "limit") else None
+        if limit is not None and limit.column in t.c:
+            sink.count_aged(name, *copy_sql.older_than(conn, t.c[limit.column], limit.cutoff, where,
+                                                      self._stored_zone))
         return rows
 
     def warm(self) -> None:

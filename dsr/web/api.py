@@ -13,6 +13,7 @@ from sqlalchemy import update
 
 from dsr.domain import audit, delivery, fulfilment, intake, planning
 from dsr.domain.errors import DomainError, InvalidTransition, NotFound
+from dsr.domain.findings import findings
 from dsr.exports.protected_zip import PasswordUnreadable
 from dsr.exports.sealed import SealBroken, unseal
 from dsr.models import Artifact, RequestType, Task, utcnow
@@ -99,7 +100,7 @@ class RequestDetail(MethodView):
         """A request with its status, tasks and timeline (audit events)."""
         with runtime().sessions() as session:
             request = _get(session, request_id)
-            return {**_as_dict(request), "tasks": list(request.tasks),
+            return {**_as_dict(request), "tasks": list(request.tasks), "findings": findings(request.tasks),
                     "delivery": delivery.describe(session, request),
                     "timeline": audit.events_for(session, request.id)}
 

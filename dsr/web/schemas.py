@@ -105,6 +105,18 @@ class TaskSchema(Schema):
     counts = fields.Dict()
 
 
+class FindingSchema(Schema):
+    kind = fields.String(metadata={"description": "past_retention: records older than the data map's retention."})
+    store = fields.String()
+    table = fields.String()
+    category = fields.String(allow_none=True)
+    retention = fields.String(allow_none=True, metadata={"description": "The data map's retention rule."})
+    records = fields.Integer(allow_none=True)
+    oldest = fields.String(allow_none=True)
+    limit = fields.String(allow_none=True, metadata={"description": "Records from before this are past it."})
+    message = fields.String()
+
+
 class EventSchema(Schema):
     seq = fields.Integer()
     at = fields.AwareDateTime()
@@ -132,6 +144,9 @@ class RequestSchema(Schema):
     datamap_version = fields.String(allow_none=True)
     delivery = fields.Nested(DeliveryStateSchema)
     tasks = fields.List(fields.Nested(TaskSchema))
+    findings = fields.List(fields.Nested(FindingSchema), metadata={
+        "description": "What the DPO office should know before the answer goes out (e.g. records kept past "
+                       "their retention)."})
     timeline = fields.List(fields.Nested(EventSchema))
 
 
