@@ -5,7 +5,7 @@ the dsr request id in the path, so a callback finds its task directly (one task 
 and action) and the ``subject_request_id`` in the body must be the one derived from that id and
 store. Nothing is parsed before the signature over the raw body checked out (see
 ``dsr.stores.processor`` for the scheme): a missing signature is 401, a wrong or stale one 403, and
-neither changes anything.
+neither changes anything. An address that names no processor store is answered exactly so too.
 
 A callback saying the request ended (completed, cancelled, failed) wakes the waiting task: its
 collect job runs now instead of at the next poll. A webhook recipient's answer (inline tables or a
@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import uuid
 from pathlib import Path
 from typing import Any, NoReturn
@@ -65,25 +66,27 @@ class Callback(MethodView):
     @blp.response(204)
     @blp.alt_response(400, description="Signed, but not a status callback for this request")
     @blp.alt_response(401, description="No signature")
-    @blp.alt_response(403, description="Wrong or stale signature")
-    @blp.alt_response(404, description="No such processor store or task")
-    @blp.alt_response(503, description="The store's shared secret is not configured")
+    @blp.alt_response(403, description="Wrong or stale signature (also for an address that names no processor "
+                                       "store, or whose store's shared secret is not configured)")
+    @blp.alt_response(404, description="Signed correctly, but the request has no task for this store")
     def post(self, protocol: str, store: str, request_id: uuid.UUID) -> None:
         """A processor reports the status of a request (OpenDSR callback or webhook answer)."""
         rt = runtime()
         spec = rt.datamap.stores.get(store)
-        if (protocol not in PROTOCOLS or spec is None or spec.connector != "processor"
-                or spec.connection.get("protocol", "opendsr") != protocol):
-            _abort(404, f"no {protocol} processor store {store!r}")
-        secret = os.environ.get(str(spec.connection["secret_env"]), "")
-        if not secret:
-            log.error("callback for store %s refused: %s is not set", store, spec.connection["secret_env"])
-            _abort(503, "this store's shared secret is not configured")
+        known = (protocol in PROTOCOLS and spec is not None and spec.connector == "processor"
+                 and spec.connection.get("protocol", "opendsr") == protocol)
+        env = str(spec.connection["secret_env"]) if known and spec is not None else None
+        secret = os.environ.get(env, "") if env else ""
+        if env and not secret:
+            log.error("callback for store %s refused: %s is not set", store, env)
         raw = http.get_data(cache=True)
         try:
-            verify_headers(secret, raw, http.headers)  # before anything of the body is read
+            # Checked against a secret nobody has where the address names no processor store (or its
+            # secret is not set): every address then answers alike, 401 or 403, so an unsigned caller
+            # learns nothing of which stores exist.
+            verify_headers(secret or secrets.token_bytes(32), raw, http.headers)  # before the body is read
         except SignatureError as exc:
-            log.warning("callback for store %s refused: %s", store, exc)
+            log.warning("callback for %s/%s refused: %s", protocol, store[:64], exc)
             _abort(401 if exc.missing else 403, f"the callback is not signed correctly: {exc}")
         message = _parse(raw)
         reference = subject_request_id(str(request_id), store)

@@ -263,8 +263,21 @@ def test_callbacks_are_refused_for_unknown_stores_requests_and_foreign_ids(make_
         return client.post(path, data=body, content_type="application/json", headers=sign(secret, body)).status_code
 
     ok = {"subject_request_id": reference, "request_status": "completed"}
-    assert post(f"/api/v1/callbacks/opendsr/portal_db/{request_id}", ok) == 404  # not a processor store
-    assert post(f"/api/v1/callbacks/webhook/vonage/{request_id}", ok) == 404  # not its protocol
+    # An address that names no processor store answers as a wrong signature does, signed or not: the
+    # answers never tell which stores exist (issue 12.11).
+    for path in (f"/api/v1/callbacks/opendsr/portal_db/{request_id}",  # not a processor store
+                 f"/api/v1/callbacks/webhook/vonage/{request_id}",  # not its protocol
+                 f"/api/v1/callbacks/opendsr/no_such_store/{request_id}"):
+        body = encode(ok)
+        signed = client.post(path, data=body, content_type="application/json", headers=sign(SECRET, body))
+        forged = client.post(path, data=body, content_type="application/json", headers=sign("guess", body))
+        unsigned = client.post(path, data=body, content_type="application/json")
+        real = f"/api/v1/callbacks/opendsr/vonage/{request_id}"
+        known = client.post(real, data=body, content_type="application/json", headers=sign("guess", body))
+        known_unsigned = client.post(real, data=body, content_type="application/json")
+        assert (signed.status_code, forged.status_code, unsigned.status_code) == (403, 403, 401), path
+        assert forged.get_json() == signed.get_json() == known.get_json()
+        assert unsigned.get_json() == known_unsigned.get_json()
     other = str(uuid.uuid4())
     assert post(f"/api/v1/callbacks/opendsr/vonage/{other}",
                 {**ok, "subject_request_id": subject_request_id(other, "vonage")}) == 404  # no such task
