@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 
 from flask import Response, current_app, stream_with_context, url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 from sqlalchemy import update
 
 from dsr.domain import audit, delivery, fulfilment, intake, planning
@@ -19,6 +19,7 @@ from dsr.models import Artifact, RequestType, Task, utcnow
 from dsr.web.auth import principal, require_token
 from dsr.web.context import runtime
 from dsr.web.downloads import LinkSigner
+from dsr.web.json_body import JSONBlueprint
 from dsr.web.schemas import (
     ArtifactSchema,
     ChangeDeliverySchema,
@@ -33,7 +34,7 @@ from dsr.web.schemas import (
     VerifySchema,
 )
 
-blp = Blueprint("api", __name__, url_prefix="/api/v1", description="Data-subject requests")
+blp = JSONBlueprint("api", __name__, url_prefix="/api/v1", description="Data-subject requests")
 BEARER: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 UNAUTHORIZED = "Missing or invalid token"
 NO_REQUEST = "No such request"
