@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 
 from dsr.domain.audit import verify_chain
 from dsr.domain.retention import purge_expired
-from dsr.models import Artifact, utcnow
+from dsr.models import Artifact, AuditEvent, Request, utcnow
 from tests.helpers import dpo_auth, submit, work_off
 
 
@@ -72,3 +72,20 @@ def test_exports_are_encrypted_at_rest_and_a_changed_file_is_never_served(client
     stored.write_bytes(bytes(changed))
     broken = client.get(path)
     assert broken.status_code == 500 and b"PK" not in broken.data
+
+
+def test_a_request_is_completed_when_its_package_is_ready_not_when_packaging_starts(client, auth, run_jobs, app):
+    """The report alone takes a measurable while to render (WeasyPrint, in a child process): the
+    request used to be marked completed, and its package created, at the moment building started."""
+    runtime = app.extensions["dsr"].runtime
+    created, listed = _completed(client, auth, run_jobs)
+    with runtime.sessions() as session:
+        artifact = session.get(Artifact, uuid.UUID(listed["id"]))
+        request = session.get(Request, uuid.UUID(created["id"]))
+        written = datetime.fromtimestamp((runtime.storage.root / artifact.path).stat().st_mtime_ns / 1e9, UTC)
+        events = {e.action: e.at for e in session.execute(
+            select(AuditEvent).where(AuditEvent.request_id == request.id)).scalars()}
+        completed_at, created_at, expires_at = request.completed_at, artifact.created_at, artifact.expires_at
+    assert completed_at >= written, (completed_at, written)
+    assert created_at == completed_at == events["artifact.created"] == events["request.completed"]
+    assert expires_at == completed_at + timedelta(days=runtime.settings.artifact_ttl_days)
