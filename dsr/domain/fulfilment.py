@@ -374,7 +374,8 @@ def assemble(
     ``now`` (tests) stands for every moment of the run; without it the package, the request's
     ``completed_at`` and their audit events carry the moment the package was ready, not when building
     started: a large package takes minutes, and the request was not answered before it existed."""
-    clock = (lambda: now) if now is not None else utcnow
+    given = now
+    clock: Callable[[], datetime] = (lambda: given) if given is not None else utcnow
     now = clock()
     with sessions.begin() as session:
         request = session.get(Request, request_id, with_for_update=True)
