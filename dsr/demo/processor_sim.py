@@ -250,9 +250,6 @@ def create_app(simulator: Simulator) -> Flask:
     def error(status: int, message: str) -> Response:
         return signed({"error": {"code": status, "message": message}}, status)
 
-    def base() -> str:
-        return request.host_url.rstrip("/")
-
     @app.after_request
     def label(response: Response) -> Response:
         response.headers["X-Simulator"] = HEADER_LABEL
@@ -287,7 +284,8 @@ def create_app(simulator: Simulator) -> Flask:
 
     @app.get("/")
     def index() -> Response:
-        return Response(f"{LABEL}\nOpenDSR: {base()}/opendsr  webhook: {base()}/webhook\n", mimetype="text/plain")
+        return Response(f"{LABEL}\nOpenDSR: {simulator.origin}/opendsr  webhook: {simulator.origin}/webhook\n",
+                        mimetype="text/plain")
 
     @app.get("/opendsr/discovery")
     def discovery() -> Response:

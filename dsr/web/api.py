@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any, NoReturn
 
-from flask import Response, current_app, stream_with_context, url_for
+from flask import Response, current_app, stream_with_context
 from flask.views import MethodView
 from flask_smorest import abort
 from sqlalchemy import update
@@ -20,6 +20,7 @@ from dsr.web.auth import principal, require_token
 from dsr.web.context import runtime
 from dsr.web.downloads import LinkSigner
 from dsr.web.json_body import JSONBlueprint
+from dsr.web.links import public_url
 from dsr.web.schemas import (
     ArtifactSchema,
     ChangeDeliverySchema,
@@ -141,7 +142,7 @@ class Artifacts(MethodView):
             request = _get(session, request_id)
             return [
                 {**_as_dict(a), "password_sealed": None, "password_protected": a.password_protected,
-                 "download_url": url_for("api.download", artifact_id=a.id, sig=signer.sign(a.id), _external=True)}
+                 "download_url": public_url("api.download", artifact_id=a.id, sig=signer.sign(a.id))}
                 for a in request.artifacts if a.purged_at is None
             ]
 

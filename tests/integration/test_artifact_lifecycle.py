@@ -89,3 +89,29 @@ def test_a_request_is_completed_when_its_package_is_ready_not_when_packaging_sta
     assert completed_at >= written, (completed_at, written)
     assert created_at == completed_at == events["artifact.created"] == events["request.completed"]
     assert expires_at == completed_at + timedelta(days=runtime.settings.artifact_ttl_days)
+
+
+FORGED = {"Host": "evil.example", "X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "http"}
+
+
+def test_download_links_are_rooted_at_the_base_url_whatever_host_the_request_names(make_app):
+    """A forged Host header used to yield a genuinely signed link on the forger's domain."""
+    app = make_app(base_url="https://dsr.example.com/office")
+    client, auth = app.test_client(), dpo_auth(app)
+    created = submit(client)
+    client.post(f"/api/v1/requests/{created['id']}/verify", headers=auth)
+    work_off(app)
+    listing = f"/api/v1/requests/{created['id']}/artifacts"
+
+    [artifact] = client.get(listing, headers={**auth, **FORGED}).get_json()
+
+    assert artifact["download_url"].startswith(f"https://dsr.example.com/office/api/v1/artifacts/{artifact['id']}/"
+                                               "download?sig="), artifact["download_url"]
+    # Without DSR_BASE_URL (development, tests) the root is the served address, never the request's Host.
+    plain = make_app()
+    [unset] = plain.test_client().get(listing, headers={**dpo_auth(plain), **FORGED}).get_json()
+    assert unset["download_url"].startswith(f"http://localhost/api/v1/artifacts/{artifact['id']}/download?sig=")
+    served = make_app(server_url="http://127.0.0.1:5000")
+    [local] = served.test_client().get(listing, headers={**dpo_auth(served), **FORGED}).get_json()
+    assert local["download_url"].startswith("http://127.0.0.1:5000/api/v1/artifacts/")
+    assert client.get(artifact["download_url"].removeprefix("https://dsr.example.com/office")).status_code == 200
