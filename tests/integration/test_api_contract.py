@@ -498,6 +498,7 @@ DPO_OPERATIONS = [
     ("/api/v1/requests/{request_id}", "get"),
     ("/api/v1/requests/{request_id}/verify", "post"),
     ("/api/v1/requests/{request_id}/artifacts", "get"),
+    ("/api/v1/artifacts/{artifact_id}/links", "post"),
 ]
 
 
@@ -510,6 +511,7 @@ def test_openapi_document_lists_every_call(client):
         "/api/v1/requests/{request_id}/verify",
         "/api/v1/requests/{request_id}/artifacts",
         "/api/v1/artifacts/{artifact_id}/download",
+        "/api/v1/artifacts/{artifact_id}/links",
     } <= set(doc["paths"])
     assert "post" in doc["paths"]["/api/v1/requests"]
 
