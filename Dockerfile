@@ -8,8 +8,8 @@
 #              -v dsr-artifacts:/var/lib/dsr/artifacts dsr worker
 #   docker run -d --env-file dsr.env dsr sweeper               # one per deployment
 #
-# dsr.env holds DSR_DATABASE_URL, DSR_REDIS_URL and DSR_SECRET_KEY (see README.md and
-# docs/operations.md). The image runs with DSR_ENV=production: without those three it refuses to start.
+# dsr.env holds DSR_DATABASE_URL, DSR_REDIS_URL, DSR_SECRET_KEY and DSR_BASE_URL (see README.md and
+# docs/operations.md). The image runs with DSR_ENV=production: without those four it refuses to start.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 

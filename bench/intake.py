@@ -45,7 +45,7 @@ class Offered:
 def intake(ctx: Context) -> LoadFigures:
     rate, duration = float(ctx.options["rate"]), float(ctx.options["duration"])
     port = _free_port()
-    env = environment(ctx, DSR_ENV="production")
+    env = environment(ctx, DSR_ENV="production", DSR_BASE_URL=f"http://127.0.0.1:{port}")  # required in production
     web = Processes(ctx, env, ["--log-level", "WARNING", "web", "--host", "127.0.0.1", "--port", str(port)], 1,
                     name="web")
     try:

@@ -295,7 +295,14 @@ def web(host: str, port: int) -> None:
         return
     from dsr.web.app import create_app
 
+    settings = replace(settings, server_url=_served_at(host, port))
     create_app(settings).run(host=host, port=port, threaded=True, use_reloader=False)
+
+
+def _served_at(host: str, port: int) -> str:
+    """The address a development server can be reached at (a wildcard bind is reachable on loopback)."""
+    reachable = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 (compared, not bound)
+    return f"http://[{reachable}]:{port}" if ":" in reachable else f"http://{reachable}:{port}"
 
 
 @main.command()
@@ -306,7 +313,6 @@ def web(host: str, port: int) -> None:
 def demo(host: str, port: int, subjects: int, rows: int) -> None:
     """Migrate, load the demo data, create a demo login and token, and serve everything."""
     import os
-    import secrets
 
     from dsr.db import make_engine
     from dsr.demo import blobs, logs, portal, processor_sim
@@ -318,12 +324,13 @@ def demo(host: str, port: int, subjects: int, rows: int) -> None:
     from dsr.web.app import create_app
 
     settings = _settings()
-    # Vonage's side is played by the processor simulator on loopback (labelled as such).
-    secret = os.environ.setdefault("DSR_VONAGE_SECRET", secrets.token_hex(32))
-    simulator = processor_sim.serve(port=int(os.environ.get("DSR_VONAGE_SIM_PORT", "5081")), secret=secret)
-    os.environ.setdefault("DSR_VONAGE_URL", simulator.url)
-    callback_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 (compared, not bound)
-    settings = replace(settings, base_url=settings.base_url or f"http://{callback_host}:{port}")
+    # Vonage's side is played by the processor simulator on loopback (labelled as such), on a free port
+    # that DSR_VONAGE_URL then names for the data map.
+    try:
+        simulator = processor_sim.serve_for_demo(os.environ)
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(f"the processor simulator cannot start: {exc}") from None
+    settings = replace(settings, base_url=settings.base_url or _served_at(host, port))
     upgrade(settings.sqlalchemy_url)
     datamap = load_datamap(settings)
     engine = make_engine(datamap.stores["portal_db"].connection["url"], create_folder=True)

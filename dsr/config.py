@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_DATAMAP = PACKAGE_DIR / "datamap" / "default.yaml"
@@ -28,6 +29,16 @@ def _intervals(raw: str | None) -> tuple[int, ...]:
     if any(v < 0 for v in values):
         raise ConfigError("DSR_JOB_RETRY_INTERVALS must not be negative")
     return values
+
+
+def _base_url(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigError("DSR_BASE_URL must be the absolute http(s) address people and processors reach dsr "
+                          f"at, without query or fragment, such as https://dsr.example.com, got {raw!r}")
+    return raw.rstrip("/")
 
 
 def project_folder(name: str) -> Path:
@@ -65,7 +76,9 @@ class Settings:
     retry_intervals: tuple[int, ...] = (10, 60, 300)
     processor_deadline_days: int = 10
     outbox_grace_seconds: int = 30
-    base_url: str | None = None
+    base_url: str | None = None  # DSR_BASE_URL; None: processors get no callback address
+    # The address `dsr web` / `dsr demo` serve on in development, for links when DSR_BASE_URL is not set.
+    server_url: str | None = None
     task_lease_seconds: int = 30
     worker_maintenance_seconds: int = 30
     sweep_seconds: float = 15.0
@@ -73,6 +86,12 @@ class Settings:
     @property
     def production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def public_url(self) -> str:
+        """The root of every absolute link dsr hands out (download links): never a request's Host
+        header, which whoever sends the request chooses. Production requires DSR_BASE_URL."""
+        return self.base_url or self.server_url or "http://localhost"
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -134,7 +153,7 @@ class Settings:
             embedded_worker=(get("DSR_EMBEDDED_WORKER") or "1").lower() not in ("0", "false", "no", "off"),
             retry_intervals=_intervals(get("DSR_JOB_RETRY_INTERVALS")),
             processor_deadline_days=integer("DSR_PROCESSOR_DEADLINE_DAYS", 10),
-            base_url=get("DSR_BASE_URL"),
+            base_url=_base_url(get("DSR_BASE_URL")),
             task_lease_seconds=integer("DSR_TASK_LEASE_SECONDS", 30),
             worker_maintenance_seconds=integer("DSR_WORKER_MAINTENANCE_SECONDS", 30),
             sweep_seconds=integer("DSR_SWEEP_SECONDS", 15),
@@ -162,6 +181,7 @@ class Settings:
                     ("DSR_SECRET_KEY", self.secret_key),
                     ("DSR_DATABASE_URL", self.database_url),
                     ("DSR_REDIS_URL", self.redis_url),
+                    ("DSR_BASE_URL", self.base_url),  # download links are built from it
                 )
                 if not value
             ]

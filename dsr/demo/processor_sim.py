@@ -9,9 +9,11 @@ delay, 2 s by default); at every change the simulator POSTs a signed callback to
 make-believe, deterministic message records and call-recording metadata for the demo subject
 max.mustermann@example.com, and nothing for anyone else.
 
-    serve(port=5081, secret="...")  ->  handle.url == "http://127.0.0.1:5081/opendsr"; handle.shutdown()
+    serve(secret="...")  ->  handle.url == "http://127.0.0.1:<a free port>/opendsr"; handle.shutdown()
 
-or ``DSR_VONAGE_SECRET=... python -m dsr.demo.processor_sim``.
+``dsr demo`` starts it with ``serve_for_demo`` on a free port and points ``DSR_VONAGE_URL`` at it; on its
+own, ``DSR_VONAGE_SECRET=... python -m dsr.demo.processor_sim`` listens on 5081 (``DSR_VONAGE_SIM_PORT``),
+where the data map's default ``DSR_VONAGE_URL`` looks.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -247,9 +250,6 @@ def create_app(simulator: Simulator) -> Flask:
     def error(status: int, message: str) -> Response:
         return signed({"error": {"code": status, "message": message}}, status)
 
-    def base() -> str:
-        return request.host_url.rstrip("/")
-
     @app.after_request
     def label(response: Response) -> Response:
         response.headers["X-Simulator"] = HEADER_LABEL
@@ -284,7 +284,8 @@ def create_app(simulator: Simulator) -> Flask:
 
     @app.get("/")
     def index() -> Response:
-        return Response(f"{LABEL}\nOpenDSR: {base()}/opendsr  webhook: {base()}/webhook\n", mimetype="text/plain")
+        return Response(f"{LABEL}\nOpenDSR: {simulator.origin}/opendsr  webhook: {simulator.origin}/webhook\n",
+                        mimetype="text/plain")
 
     @app.get("/opendsr/discovery")
     def discovery() -> Response:
@@ -379,7 +380,7 @@ class Handle:
         self.thread.join(5)
 
 
-def serve(host: str = "127.0.0.1", port: int = 5081, *, secret: str, delay: float = 2.0,
+def serve(host: str = "127.0.0.1", port: int = 0, *, secret: str, delay: float = 2.0,
           records: Records = demo_records) -> Handle:
     """Run the simulator in a thread on loopback (``port=0``: any free port, see ``handle.port``)."""
     if host not in LOOPBACK:
@@ -395,6 +396,19 @@ def serve(host: str = "127.0.0.1", port: int = 5081, *, secret: str, delay: floa
     thread.start()
     log.warning("%s listening on %s/opendsr", LABEL, simulator.origin)
     return Handle(server, thread, simulator)
+
+
+def serve_for_demo(environ: MutableMapping[str, str]) -> Handle:
+    """The simulator ``dsr demo`` runs: on a port the OS picks (``DSR_VONAGE_SIM_PORT`` if set), so a
+    second demo or anything else on 5081 does not stop it; ``DSR_VONAGE_URL`` in ``environ`` then names
+    the port it got, which is where the data map's Vonage store sends its requests."""
+    raw = environ.get("DSR_VONAGE_SIM_PORT", "").strip()
+    if raw and not (raw.isdigit() and int(raw) < 65536):
+        raise ValueError(f"DSR_VONAGE_SIM_PORT must be a port number (0-65535), got {raw!r}")
+    secret = environ.setdefault("DSR_VONAGE_SECRET", secrets.token_hex(32))
+    handle = serve(port=int(raw or 0), secret=secret)
+    environ["DSR_VONAGE_URL"] = handle.url  # this simulator, whatever an earlier run left in the environment
+    return handle
 
 
 # --- the demo data map ----------------------------------------------------------------------------

@@ -1,5 +1,9 @@
-"""How the package reaches the subject: optionally as an AES-256 encrypted ZIP whose password
-travels through a second channel (phone, letter, SMS), never with the download link.
+"""How the package reaches the subject: through a signed download link, optionally as an AES-256
+encrypted ZIP whose password travels through a second channel (phone, letter, SMS), never with the link.
+
+Downloads: only a download that was sent completely counts (a HEAD or a broken-off transfer does not),
+and the limit counts per link. Once a link has expired or was used up, a DPO issues a new one
+(``issue_link``): it can be downloaded the full number of times again, and every older link is dead.
 
 The option is chosen at intake (or by the DPO before the package is built); the password is
 generated when the package is assembled, stored only sealed, and released on request by a DPO
@@ -17,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dsr.domain import audit
-from dsr.domain.errors import DomainError, InvalidTransition
+from dsr.domain.errors import DomainError, InvalidTransition, NotFound
 from dsr.domain.planning import ACTIONS
 from dsr.exports.protected_zip import new_password, seal_password, unseal_password
 from dsr.models import Artifact, Request, RequestStatus, TaskAction
@@ -33,7 +37,14 @@ class NoPassword(DomainError):
 
 
 class PackageGone(DomainError):
-    """The package expired and was removed: its password would open nothing."""
+    """The package expired and was removed: its password would open nothing, a new link would find nothing."""
+
+
+class LinkRefused(DomainError):
+    """A genuine link that downloads nothing (any more); the message says why and what the subject can do."""
+
+
+ASK_FOR_A_NEW_LINK = "ask the controller's data protection office for a new link"
 
 
 def has_package(request_type: str) -> bool:
@@ -117,3 +128,58 @@ def _current_package(session: Session, request: Request, *, lock: bool = True) -
     query = (select(Artifact).where(Artifact.request_id == request.id, Artifact.kind == PACKAGE)
              .order_by(Artifact.created_at.desc()).limit(1))
     return session.execute(query.with_for_update() if lock else query).scalar_one_or_none()
+
+
+def open_download(session: Session, artifact_id: uuid.UUID, link: int, *, link_expired: bool, limit: int,
+                  now: datetime) -> Artifact:
+    """The artifact that a genuinely signed link (number ``link``) may download now.
+
+    Raises NotFound, or LinkRefused naming why: the file expired, the link expired, a newer link
+    replaced it, or it was used as often as allowed. Nothing is counted here (``record_download``)."""
+    artifact = session.get(Artifact, artifact_id)
+    if artifact is None:
+        raise NotFound("no such file")
+    if _gone(artifact, now):
+        raise LinkRefused("this file has expired and is no longer available")
+    if link_expired:
+        raise LinkRefused(f"this download link has expired; {ASK_FOR_A_NEW_LINK}")
+    if link != artifact.link:
+        raise LinkRefused(f"this download link was replaced by a newer one; use the newest link you were sent, "
+                          f"or {ASK_FOR_A_NEW_LINK}")
+    if artifact.link_downloads >= limit:
+        raise LinkRefused(f"this download link was used as often as allowed ({limit} downloads); "
+                          f"{ASK_FOR_A_NEW_LINK}")
+    return artifact
+
+
+def record_download(session: Session, artifact_id: uuid.UUID, link: int, *, now: datetime) -> None:
+    """A download through link ``link`` was sent completely: counted and audited. It counts against the
+    limit only while that link is still the current one (a new link may have been issued meanwhile)."""
+    artifact = session.get(Artifact, artifact_id, with_for_update=True)
+    if artifact is None:
+        return  # erased with its request while the bytes were on their way
+    artifact.downloads += 1
+    if artifact.link == link:
+        artifact.link_downloads += 1
+    audit.record(session, "artifact.downloaded", actor="link", request_id=artifact.request_id, at=now,
+                 data={"artifact_id": str(artifact.id), "sha256": artifact.sha256, "link": link})
+
+
+def issue_link(session: Session, artifact_id: uuid.UUID, *, actor: str, now: datetime) -> Artifact:
+    """A new download link for the artifact (its number is ``artifact.link`` afterwards): the full number of
+    downloads again, and every older link dead, so a used-up or leaked link does not come back; audited."""
+    artifact = session.get(Artifact, artifact_id, with_for_update=True)
+    if artifact is None:
+        raise NotFound(f"no file with id {artifact_id}")
+    if _gone(artifact, now):
+        raise PackageGone("this file has expired and was removed; a new link would find nothing")
+    replaced, used = artifact.link, artifact.link_downloads
+    artifact.link += 1
+    artifact.link_downloads = 0
+    audit.record(session, "artifact.link_issued", actor=actor, request_id=artifact.request_id, at=now, data={
+        "artifact_id": str(artifact.id), "link": artifact.link, "replaced": replaced, "replaced_downloads": used})
+    return artifact
+
+
+def _gone(artifact: Artifact, now: datetime) -> bool:
+    return artifact.purged_at is not None or artifact.expires_at <= now

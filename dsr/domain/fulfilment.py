@@ -387,8 +387,14 @@ def assemble(
     *, artifact_ttl: timedelta, seal_key: bytes, now: datetime | None = None,
     report: ReportOptions | None = None,
 ) -> Request:
-    """Once every task has ended: package what was collected, or mark the request failed."""
-    now = now or utcnow()
+    """Once every task has ended: package what was collected, or mark the request failed.
+
+    ``now`` (tests) stands for every moment of the run; without it the package, the request's
+    ``completed_at`` and their audit events carry the moment the package was ready, not when building
+    started: a large package takes minutes, and the request was not answered before it existed."""
+    given = now
+    clock: Callable[[], datetime] = (lambda: given) if given is not None else utcnow
+    now = clock()
     with sessions.begin() as session:
         request = session.get(Request, request_id, with_for_update=True)
         if request is None:
@@ -409,6 +415,7 @@ def assemble(
             return request
         password = delivery.password_for(request)
         package = build_package(request, tasks, datamap, storage, now, seal_key, password, report or ReportOptions())
+        now = clock()  # the package is written and sealed: this is when the request is answered
         artifact_id = uuid.uuid4()
         session.add(Artifact(
             id=artifact_id, request_id=request_id, kind="package", filename=f"{request.reference}.zip",

@@ -29,7 +29,10 @@ class Artifact(Base):
     datamap_version: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
-    downloads: Mapped[int] = mapped_column(Integer, default=0)
+    downloads: Mapped[int] = mapped_column(Integer, default=0)  # completed downloads, through any link
+    # The current download link's number (signed into it): a new link makes every older one dead.
+    link: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    link_downloads: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # DSR_DOWNLOAD_LIMIT
     purged_at: Mapped[datetime | None]
     # A password-protected package's password, sealed (dsr/exports/protected_zip.py), never in clear.
     # Who released it, when and through which channel is in the audit trail.

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any, NoReturn
 
-from flask import Response, current_app, stream_with_context, url_for
+from flask import Response, current_app, stream_with_context
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
-from sqlalchemy import update
+from flask_smorest import abort
 
 from dsr.domain import audit, delivery, fulfilment, intake, planning
 from dsr.domain.errors import DomainError, InvalidTransition, NotFound
@@ -20,11 +20,14 @@ from dsr.models import Artifact, RequestType, Task, utcnow
 from dsr.web.auth import principal, require_token
 from dsr.web.context import runtime
 from dsr.web.downloads import LinkSigner
+from dsr.web.json_body import JSONBlueprint
+from dsr.web.links import public_url
 from dsr.web.schemas import (
     ArtifactSchema,
     ChangeDeliverySchema,
     CompleteTaskSchema,
     DeliveryStateSchema,
+    LinkSchema,
     PasswordSchema,
     ReleasePasswordSchema,
     RequestSchema,
@@ -34,7 +37,7 @@ from dsr.web.schemas import (
     VerifySchema,
 )
 
-blp = Blueprint("api", __name__, url_prefix="/api/v1", description="Data-subject requests")
+blp = JSONBlueprint("api", __name__, url_prefix="/api/v1", description="Data-subject requests")
 BEARER: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 UNAUTHORIZED = "Missing or invalid token"
 NO_REQUEST = "No such request"
@@ -141,7 +144,7 @@ class Artifacts(MethodView):
             request = _get(session, request_id)
             return [
                 {**_as_dict(a), "password_sealed": None, "password_protected": a.password_protected,
-                 "download_url": url_for("api.download", artifact_id=a.id, sig=signer.sign(a.id), _external=True)}
+                 "download_url": _download_url(signer, a)}
                 for a in request.artifacts if a.purged_at is None
             ]
 
@@ -249,29 +252,53 @@ class CompleteTask(MethodView):
             return task
 
 
+@blp.route("/artifacts/<uuid:artifact_id>/links")
+class Links(MethodView):
+    @blp.doc(security=BEARER)
+    @require_token
+    @blp.response(201, LinkSchema)
+    @blp.alt_response(401, description=UNAUTHORIZED)
+    @blp.alt_response(404, description="No such file")
+    @blp.alt_response(410, description="The file has expired and was removed")
+    def post(self, artifact_id: uuid.UUID) -> dict[str, Any]:
+        """Issue a new download link, after the old one expired or was used as often as allowed (audited).
+
+        The new link can be downloaded DSR_DOWNLOAD_LIMIT times again; every older link is dead from now on."""
+        rt, signer, now = runtime(), _signer(), utcnow()
+        with rt.sessions.begin() as session:
+            try:
+                artifact = delivery.issue_link(session, artifact_id, actor=principal().actor, now=now)
+            except NotFound as exc:
+                _abort(404, str(exc))
+            except delivery.PackageGone as exc:
+                _abort(410, str(exc))
+            return {"artifact_id": artifact.id, "link": artifact.link, "download_url": _download_url(signer, artifact),
+                    "downloads_allowed": rt.settings.download_limit,
+                    "expires_at": min(artifact.expires_at, now + timedelta(seconds=signer.max_age))}
+
+
 @blp.route("/artifacts/<uuid:artifact_id>/download")
 @blp.doc(parameters=[{"in": "query", "name": "sig", "required": True, "schema": {"type": "string"}}])
-@blp.alt_response(403, description="The link is forged, altered or expired")
-@blp.alt_response(410, description="The file has expired and was removed")
+@blp.alt_response(403, description="The link is forged or altered")
+@blp.alt_response(410, description="The link has expired, was replaced by a newer one or used as often as allowed, "
+                                   "or the file has expired; the message says which")
 def download(artifact_id: uuid.UUID) -> Response:
-    """Download an artifact through its signed link; every download is an audit event."""
+    """Download an artifact through its signed link. Only a download sent completely counts (HEAD never)
+    and is an audit event."""
     from flask import request as http
 
-    if _signer().artifact_id(http.args.get("sig", "")) != artifact_id:
-        abort(403, message="this download link is not valid")
+    link = _signer().read(http.args.get("sig", ""))
+    if link is None or link.artifact_id != artifact_id:
+        _abort(403, "this download link is not valid")
     rt = runtime()
-    now = utcnow()
-    with rt.sessions.begin() as session:
-        artifact = session.get(Artifact, artifact_id)
-        if artifact is None:
-            _abort(404, "no such file")
-        if artifact.purged_at is not None or artifact.expires_at <= now:
-            abort(410, message="this file has expired and is no longer available")
-        if artifact.downloads >= rt.settings.download_limit:
-            abort(410, message="this file was downloaded as often as allowed; ask for a new link")
-        session.execute(update(Artifact).where(Artifact.id == artifact_id).values(downloads=Artifact.downloads + 1))
-        audit.record(session, "artifact.downloaded", actor="link", request_id=artifact.request_id, at=now,
-                     data={"artifact_id": str(artifact.id), "sha256": artifact.sha256})
+    with rt.sessions() as session:
+        try:
+            artifact = delivery.open_download(session, artifact_id, link.number, link_expired=link.expired,
+                                              limit=rt.settings.download_limit, now=utcnow())
+        except NotFound as exc:
+            _abort(404, str(exc))
+        except delivery.LinkRefused as exc:
+            _abort(410, str(exc))
         path, name, media_type, size = rt.storage.root / artifact.path, artifact.filename, artifact.media_type, \
             artifact.size
     chunks = unseal(path, rt.seal_key)
@@ -280,14 +307,23 @@ def download(artifact_id: uuid.UUID) -> Response:
     except (SealBroken, FileNotFoundError) as exc:
         current_app.logger.error("artifact %s cannot be read: %s", artifact_id, exc)
         _abort(500, "this file cannot be read; the data protection office has been told")
+    counts = http.method == "GET"  # a HEAD sends no file; werkzeug never runs body() for it either
 
     def body() -> Iterator[bytes]:
         yield first
         yield from chunks
+        # Reached only when the last byte was handed on: a download broken off is not counted.
+        if counts:
+            with rt.sessions.begin() as session:
+                delivery.record_download(session, artifact_id, link.number, now=utcnow())
 
     return Response(stream_with_context(body()), mimetype=media_type, headers={
         "Content-Disposition": f'attachment; filename="{name}"', "Content-Length": str(size),
         "Cache-Control": "no-store"})
+
+
+def _download_url(signer: LinkSigner, artifact: Artifact) -> str:
+    return public_url("api.download", artifact_id=artifact.id, sig=signer.sign(artifact.id, artifact.link))
 
 
 def _abort(status: int, message: str) -> NoReturn:

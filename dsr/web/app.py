@@ -12,7 +12,7 @@ from sqlalchemy import text
 from dsr import runtime as runtimes
 from dsr.config import Settings, project_folder
 from dsr.queue import EmbeddedWorker, RqDispatcher, Sweeper, connect, make_queue
-from dsr.web import api, callbacks, home, unavailable
+from dsr.web import api, callbacks, home, json_body, unavailable
 from dsr.web.context import WebContext, web_context
 
 log = logging.getLogger(__name__)
@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None, *, start_worker: bool | None = None) -> Flask:
     settings = (settings or Settings.from_env()).checked()
     app = Flask(__name__, instance_path=str(settings.instance_dir), template_folder=str(project_folder("templates")))
+    json_body.install(app)
     app.config.update(
         SECRET_KEY=settings.resolved_secret_key(),
         API_TITLE="dsr: data-subject requests",

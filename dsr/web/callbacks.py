@@ -16,7 +16,6 @@ repeated callback changes nothing. Every accepted callback is answered 204.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -25,9 +24,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
+from flask import current_app
 from flask import request as http
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -46,10 +46,11 @@ from dsr.stores.processor import (
     verify_headers,
 )
 from dsr.web.context import runtime
+from dsr.web.json_body import JSONBlueprint
 
 log = logging.getLogger(__name__)
 
-blp = Blueprint("callbacks", __name__, url_prefix=CALLBACK_PREFIX,
+blp = JSONBlueprint("callbacks", __name__, url_prefix=CALLBACK_PREFIX,
                 description="Signed status callbacks from processors (OpenDSR, generic webhook)")
 ACTION = "processor.callback"
 _SIGNED = [
@@ -121,7 +122,7 @@ class Callback(MethodView):
 
 def _parse(raw: bytes) -> dict[str, Any]:
     try:
-        message = json.loads(raw)
+        message = current_app.json.loads(raw)  # the app's provider: a deep body is refused, not a 500
     except ValueError:
         message = None
     if not isinstance(message, dict):

@@ -160,7 +160,18 @@ class ArtifactSchema(Schema):
     datamap_version = fields.String(allow_none=True)
     created_at = fields.AwareDateTime()
     expires_at = fields.AwareDateTime()
-    downloads = fields.Integer()
+    downloads = fields.Integer(metadata={"description": "Completed downloads, through any link."})
+    link_downloads = fields.Integer(metadata={"description": "Completed downloads through the current link; "
+                                                             "DSR_DOWNLOAD_LIMIT applies to these."})
     password_protected = fields.Boolean(metadata={"description": "AES-256 encrypted; the password comes separately."})
     password_released_at = fields.AwareDateTime(allow_none=True)
     download_url = fields.String(metadata={"description": "Signed link, valid until it expires; no token needed."})
+
+
+class LinkSchema(Schema):
+    artifact_id = fields.UUID()
+    link = fields.Integer(metadata={"description": "The link's number; every link with a lower one is dead."})
+    download_url = fields.String(metadata={"description": "The new signed link; no token needed."})
+    downloads_allowed = fields.Integer(metadata={"description": "How often the new link can be downloaded."})
+    expires_at = fields.AwareDateTime(metadata={"description": "When the link stops working at the latest "
+                                                               "(its own validity, or the file's expiry)."})

@@ -134,6 +134,7 @@ def _without(key: str) -> dict[str, Any]:
     return {k: v for k, v in VALID.items() if k != key}
 
 
+DEEP = json.loads("[" * 40 + "]" * 40)  # parsable, but deeper than any field of the API nests
 LONG_EMAIL = "a" * (400 - len("@example.com")) + "@example.com"
 
 BAD_INPUT = [
@@ -151,6 +152,14 @@ BAD_INPUT = [
     pytest.param({"json": "just a string"}, {422}, {"_schema"}, id="json-string-not-object"),
     pytest.param({"data": '{"type": "access", "email": ', "content_type": "application/json"}, {400}, None,
                  id="malformed-json"),
+    # Nested ~1,000 levels: the parser's recursion ran out of stack and the answer was a 500.
+    pytest.param({"data": "[" * 1000 + "]" * 1000, "content_type": "application/json"}, {400}, None,
+                 id="arrays-nested-1000-deep"),
+    pytest.param({"data": '{"a":' * 1000 + "1" + "}" * 1000, "content_type": "application/json"}, {400}, None,
+                 id="objects-nested-1000-deep"),
+    pytest.param({"data": json.dumps({**VALID, "details": {"a": DEEP}}), "content_type": "application/json"},
+                 {400}, None, id="details-nested-past-the-limit"),
+    pytest.param({"data": b'{"type": "\xff"}', "content_type": "application/json"}, {400}, None, id="not-utf-8"),
 ]
 
 
@@ -170,6 +179,37 @@ def test_bad_input_is_refused_naming_each_bad_field_and_nothing_is_stored(client
     elif response.status_code == 422:
         assert body["errors"]["json"], body  # still names what is wrong
     assert _counts(app) == before
+
+
+JSON_CALLS = [  # (method, path) of every call that reads a JSON body; the ids need not exist
+    ("POST", "/api/v1/requests"),
+    ("POST", f"/api/v1/requests/{UNKNOWN_ID}/verify"),
+    ("PUT", f"/api/v1/requests/{UNKNOWN_ID}/delivery"),
+    ("POST", f"/api/v1/requests/{UNKNOWN_ID}/package-password"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), JSON_CALLS)
+@pytest.mark.parametrize("body", ["[" * 1000 + "]" * 1000, '{"a":' * 1000 + "1" + "}" * 1000, '{"a": ',
+                                  json.dumps({"a": DEEP})], ids=["arrays", "objects", "truncated", "past-limit"])
+def test_bad_json_is_a_400_naming_the_problem_on_every_json_call(client, auth, method, path, body):
+    response = client.open(path, method=method, data=body, content_type="application/json", headers=auth)
+    assert response.status_code == 400, response.get_data(as_text=True)[:300]
+    error = response.get_json()
+    assert error["code"] == 400
+    assert "JSON" in error["message"] and error["errors"]["json"] == [error["message"]], error
+
+
+def test_get_json_refuses_a_deep_body_with_a_400_too(app):
+    """Handlers that read the body themselves (``request.get_json``) go through the same provider."""
+    from flask import request
+    from werkzeug.exceptions import BadRequest
+
+    deep = app.test_request_context("/", method="POST", data="[" * 1000 + "]" * 1000, content_type="application/json")
+    with deep, pytest.raises(BadRequest) as caught:
+        request.get_json()
+    assert caught.value.code == 400
+    assert "nested deeper than" in caught.value.data["message"]  # type: ignore[attr-defined]
 
 
 def test_a_body_that_is_not_json_is_refused_as_such(client, app):
@@ -458,6 +498,7 @@ DPO_OPERATIONS = [
     ("/api/v1/requests/{request_id}", "get"),
     ("/api/v1/requests/{request_id}/verify", "post"),
     ("/api/v1/requests/{request_id}/artifacts", "get"),
+    ("/api/v1/artifacts/{artifact_id}/links", "post"),
 ]
 
 
@@ -470,6 +511,7 @@ def test_openapi_document_lists_every_call(client):
         "/api/v1/requests/{request_id}/verify",
         "/api/v1/requests/{request_id}/artifacts",
         "/api/v1/artifacts/{artifact_id}/download",
+        "/api/v1/artifacts/{artifact_id}/links",
     } <= set(doc["paths"])
     assert "post" in doc["paths"]["/api/v1/requests"]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import time
@@ -29,7 +30,7 @@ from tests.helpers import MAX, submit
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCTION_OK = {
     "DSR_ENV": "production", "DSR_SECRET_KEY": "s" * 32, "DSR_DATABASE_URL": "postgresql+psycopg://dsr@db/dsr",
-    "DSR_REDIS_URL": "redis://redis:6379/0",
+    "DSR_REDIS_URL": "redis://redis:6379/0", "DSR_BASE_URL": "https://dsr.example.com",
 }
 
 
@@ -40,8 +41,32 @@ def test_production_names_every_missing_variable():
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({"DSR_ENV": "production"}).checked()
     message = str(caught.value)
-    for name in ("DSR_SECRET_KEY", "DSR_DATABASE_URL", "DSR_REDIS_URL"):
+    for name in ("DSR_SECRET_KEY", "DSR_DATABASE_URL", "DSR_REDIS_URL", "DSR_BASE_URL"):
         assert name in message
+
+
+def test_production_needs_the_base_url_that_links_are_built_from():
+    env = {k: v for k, v in PRODUCTION_OK.items() if k != "DSR_BASE_URL"}
+    with pytest.raises(ConfigError, match=r"needs DSR_BASE_URL: set") as caught:
+        Settings.from_env(env).checked()
+    assert "DSR_SECRET_KEY" not in str(caught.value)
+    assert Settings.from_env(PRODUCTION_OK).checked().public_url == "https://dsr.example.com"
+
+
+@pytest.mark.parametrize("raw", ["dsr.example.com", "ftp://dsr.example.com", "https://", "https://dsr.example.com/?a=1",
+                                 "https://dsr.example.com/#top"])
+def test_a_base_url_that_is_not_an_absolute_http_address_is_named(raw):
+    with pytest.raises(ConfigError, match=f"DSR_BASE_URL must be .* got {re.escape(repr(raw))}"):
+        Settings.from_env({"DSR_BASE_URL": raw})
+
+
+def test_links_are_rooted_at_the_base_url_else_the_served_address_never_a_request(tmp_path):
+    assert Settings.from_env({"DSR_BASE_URL": "https://dsr.example.com/office/"}).public_url == \
+        "https://dsr.example.com/office"
+    assert Settings.from_env({}).public_url == "http://localhost"
+    assert Settings(server_url="http://127.0.0.1:8080").public_url == "http://127.0.0.1:8080"
+    assert Settings(base_url="https://dsr.example.com", server_url="http://127.0.0.1:8080").public_url == \
+        "https://dsr.example.com"
 
 
 def test_production_names_only_what_is_missing():
