@@ -443,12 +443,28 @@ def vonage_store(url: str, *, protocol: str = "opendsr", poll_seconds: int = 300
 def with_vonage_store(raw: dict[str, Any], url: str, **options: Any) -> dict[str, Any]:
     """A data map (as loaded from YAML) with the Vonage store added and Vonage notified through it."""
     raw = dict(raw)
-    raw["stores"] = {**raw["stores"], "vonage": vonage_store(url, **options)}
+    raw["stores"] = {**raw["stores"], "vonage": _with_labels(vonage_store(url, **options),
+                                                             raw["stores"].get("vonage") or {})}
     recipients = dict(raw.get("recipients") or {})
     if "vonage" in recipients:
         recipients["vonage"] = {**recipients["vonage"], "notify": {"via": "store", "store": "vonage"}}
     raw["recipients"] = recipients
     return raw
+
+
+def _with_labels(store: dict[str, Any], mapped: dict[str, Any]) -> dict[str, Any]:
+    """The demo's store with the labels the data map gives its own Vonage store (store, tables, fields)."""
+    if mapped.get("label"):
+        store["label"] = mapped["label"]
+    for name, table in store["tables"].items():
+        spec = (mapped.get("tables") or {}).get(name) or {}
+        if spec.get("label"):
+            table["label"] = spec["label"]
+        for column, rule in (spec.get("fields") or {}).items():
+            if isinstance(rule, dict) and rule.get("label"):
+                table.setdefault("fields", {})[column] = {**table.get("fields", {}).get(column, {}),
+                                                          "label": rule["label"]}
+    return store
 
 
 def write_demo_datamap(source: Path, target: Path, url: str = "${DSR_VONAGE_URL:-http://127.0.0.1:5081/opendsr}",

@@ -48,3 +48,19 @@ def test_the_demo_simulator_starts_on_a_free_port_when_the_old_one_is_taken(old_
 def test_a_port_that_is_not_a_number_is_named():
     with pytest.raises(ValueError, match="DSR_VONAGE_SIM_PORT must be a port number"):
         processor_sim.serve_for_demo({"DSR_VONAGE_SIM_PORT": "50x1"})
+
+
+def test_the_demo_vonage_store_keeps_the_labels_of_the_data_map() -> None:
+    import yaml
+
+    from dsr.config import DEFAULT_DATAMAP
+    from dsr.demo import processor_sim
+
+    raw = yaml.safe_load(DEFAULT_DATAMAP.read_text(encoding="utf-8"))
+    store = processor_sim.with_vonage_store(raw, "http://127.0.0.1:1/opendsr")["stores"]["vonage"]
+    mapped = raw["stores"]["vonage"]
+    assert store["label"] == mapped["label"]
+    assert store["tables"]["messages"]["label"] == mapped["tables"]["messages"]["label"]
+    to_number = store["tables"]["messages"]["fields"]["to_number"]
+    assert to_number["mask"] == "last3"
+    assert to_number["label"] == mapped["tables"]["messages"]["fields"]["to_number"]["label"]
