@@ -17,12 +17,13 @@ from dsr.domain.findings import findings
 from dsr.exports.protected_zip import PasswordUnreadable
 from dsr.exports.sealed import SealBroken, unseal
 from dsr.models import Artifact, RequestType, Task, utcnow
-from dsr.web.auth import principal, require_token
+from dsr.web.auth import authenticated, needs_token, principal, refuse_unauthenticated, require_token
 from dsr.web.context import runtime
 from dsr.web.downloads import LinkSigner
 from dsr.web.json_body import JSONBlueprint
 from dsr.web.links import public_url
 from dsr.web.schemas import (
+    SUBMISSION_BODY,
     ArtifactSchema,
     ChangeDeliverySchema,
     CompleteTaskSchema,
@@ -65,9 +66,14 @@ def _json_only() -> None:
     from flask import request as http
 
     if http.method in ("POST", "PUT", "PATCH") and http.content_length and not http.is_json:
-        if http.endpoint in MULTIPART_ENDPOINTS and http.mimetype == "multipart/form-data":
+        multipart = http.endpoint in MULTIPART_ENDPOINTS
+        if multipart and http.mimetype == "multipart/form-data":
             return
-        abort(415, message="send the body as JSON with Content-Type: application/json")
+        view = current_app.view_functions.get(http.endpoint or "")
+        if needs_token(view, http.method) and authenticated() is None:
+            refuse_unauthenticated()  # who is asking comes before what was sent: 401, not 415
+        abort(415, message="send the body as multipart/form-data" if multipart else
+              "send the body as JSON with Content-Type: application/json")
 
 
 def _signer() -> LinkSigner:
@@ -77,6 +83,7 @@ def _signer() -> LinkSigner:
 @blp.route("/requests")
 class Requests(MethodView):
     @blp.arguments(SUBMIT_REQUEST)
+    @blp.doc(requestBody=SUBMISSION_BODY)  # the same rules, in the two shapes a client may send
     @blp.response(202, SubmittedSchema)
     @blp.alt_response(422, description="Invalid input: each bad field is named under errors.json")
     def post(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -229,7 +236,7 @@ class Rerun(MethodView):
 class CompleteTask(MethodView):
     @blp.doc(security=BEARER)
     @require_token
-    @blp.arguments(CompleteTaskSchema, location="form")
+    @blp.arguments(CompleteTaskSchema, location="form", content_type="multipart/form-data")
     @blp.response(200, TaskSchema)
     @blp.alt_response(401, description=UNAUTHORIZED)
     @blp.alt_response(404, description="No such request or task")

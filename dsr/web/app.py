@@ -8,6 +8,7 @@ import logging
 from flask import Flask, jsonify
 from flask_smorest import Api
 from sqlalchemy import text
+from werkzeug.exceptions import MethodNotAllowed
 
 from dsr import runtime as runtimes
 from dsr.config import Settings, project_folder
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
         rest.register_blueprint(blueprint)
     app.register_blueprint(home.bp)
     unavailable.install(app)
+    _method_not_allowed(app)
     _health(app)
 
     embedded = settings.redis_url is None
@@ -55,6 +57,21 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
         context.sweeper.start()
         atexit.register(context.sweeper.stop)
     return app
+
+
+def _method_not_allowed(app: Flask) -> None:
+    """405 in the API's error shape, keeping the Allow header HTTP requires (RFC 9110 15.5.6), which the
+    generic JSON error handler drops."""
+
+    @app.errorhandler(MethodNotAllowed)
+    def method_not_allowed(error: MethodNotAllowed):  # type: ignore[no-untyped-def]
+        allowed = sorted(error.valid_methods or ())
+        response = jsonify(code=405, status="Method Not Allowed",
+                           message=f"this address answers {', '.join(allowed)}" if allowed else "not allowed here")
+        response.status_code = 405
+        if allowed:
+            response.headers["Allow"] = ", ".join(allowed)
+        return response
 
 
 def _health(app: Flask) -> None:

@@ -54,6 +54,33 @@ class SubmitRequestSchema(_Strict):
                 "password protection applies to access and portability requests only"]}})
 
 
+# The contract of a submission in two shapes, so that a client generated from it cannot send what the
+# server refuses: password protection only where the answer is a package (OpenAPI 3.0 has no if/then).
+_PACKAGED = [t.value for t in RequestType if delivery.has_package(t.value)]
+
+
+class PackageSubmissionSchema(SubmitRequestSchema):
+    type = fields.String(required=True, validate=validate.OneOf(_PACKAGED),
+                         metadata={"description": "Access (Art. 15) or portability (Art. 20): answered with a "
+                                                  "package of the subject's data."})
+
+
+class NoPackageDeliverySchema(_Strict):
+    password_protected = _StrictBoolean(validate=validate.Equal(False), metadata={
+        "description": "Only false: the answer to this right is not a package."})
+
+
+class NoPackageSubmissionSchema(SubmitRequestSchema):
+    type = fields.String(required=True, validate=validate.OneOf([t.value for t in RequestType
+                                                                 if t.value not in _PACKAGED]),
+                         metadata={"description": "A right answered without a package (Art. 16, 17, 18, 21)."})
+    delivery = fields.Nested(NoPackageDeliverySchema, load_default=dict)
+
+
+SUBMISSION_BODY = {"required": True, "content": {"application/json": {"schema": {
+    "oneOf": [PackageSubmissionSchema, NoPackageSubmissionSchema]}}}}
+
+
 class SubmittedSchema(Schema):
     id = fields.UUID()
     reference = fields.String(metadata={"example": "DSR-2026-000042"})
@@ -93,6 +120,10 @@ class DeliveryStateSchema(Schema):
 class CompleteTaskSchema(Schema):
     note = fields.String(required=True, validate=validate.Length(min=1, max=5000),
                          metadata={"description": "What was searched or done, and what was found."})
+    # Read from the request's files, not the form (documented here so the contract names it).
+    evidence = fields.List(fields.Raw(metadata={"type": "string", "format": "binary"}), load_only=True,
+                           metadata={"description": "Files as evidence (scans, exports), any number; "
+                                                    "they go into the package under the store's name."})
 
 
 class TaskSchema(Schema):

@@ -529,12 +529,14 @@ def test_openapi_request_body_of_intake_lists_the_six_types(client):
     doc = _openapi(client)
     body = doc["paths"]["/api/v1/requests"]["post"]["requestBody"]
     assert body["required"] is True
-    ref = body["content"]["application/json"]["schema"]["$ref"]
-    schema = doc["components"]["schemas"][ref.rsplit("/", 1)[-1]]
-    assert sorted(schema["properties"]["type"]["enum"]) == sorted(TYPES)
-    assert sorted(schema["properties"]["locale"]["enum"]) == ["de", "en"]
-    assert set(schema["required"]) == {"type", "email"}
-    assert schema.get("additionalProperties") is False
+    shapes = [doc["components"]["schemas"][one["$ref"].rsplit("/", 1)[-1]]
+              for one in body["content"]["application/json"]["schema"]["oneOf"]]
+    # two shapes (answered with a package or not) that together take each type once
+    assert sorted(t for schema in shapes for t in schema["properties"]["type"]["enum"]) == sorted(TYPES)
+    for schema in shapes:
+        assert sorted(schema["properties"]["locale"]["enum"]) == ["de", "en"]
+        assert set(schema["required"]) == {"type", "email"}
+        assert schema.get("additionalProperties") is False
     assert "202" in doc["paths"]["/api/v1/requests"]["post"]["responses"]
     assert "422" in doc["paths"]["/api/v1/requests"]["post"]["responses"]
 
@@ -642,3 +644,75 @@ def test_an_expired_artifact_is_gone_410_and_no_bytes_are_sent(client, app, auth
     assert after["downloads"] == 0
     timeline = client.get(f"/api/v1/requests/{created['id']}", headers=auth).get_json()["timeline"]
     assert "artifact.downloaded" not in [e["action"] for e in timeline]
+
+
+# --- the contract and the server agree (issue 12.10) --------------------------------------------
+
+
+def test_a_token_is_checked_before_the_body_s_content_type(client):
+    """Who is asking comes first: a body of the wrong type without a token is a 401, not a 415."""
+    path = f"/api/v1/requests/{uuid.uuid4()}/tasks/{uuid.uuid4()}/complete"
+    for body in ({"data": {"note": "searched"}},
+                 {"data": "note=x", "content_type": "application/x-www-form-urlencoded"},
+                 {"data": "<note/>", "content_type": "application/xml"}):
+        response = client.post(path, **body)
+        assert response.status_code == 401, body
+        assert response.headers["WWW-Authenticate"].lower().startswith("bearer")
+    verify = client.post(f"/api/v1/requests/{uuid.uuid4()}/verify", data="method=x",
+                         content_type="application/x-www-form-urlencoded")
+    assert verify.status_code == 401
+
+
+def test_completing_a_task_is_documented_as_the_multipart_form_it_takes(client, auth):
+    doc = _openapi(client)
+    body = doc["paths"]["/api/v1/requests/{request_id}/tasks/{task_id}/complete"]["post"]["requestBody"]
+    assert list(body["content"]) == ["multipart/form-data"]
+    schema = doc["components"]["schemas"][body["content"]["multipart/form-data"]["schema"]["$ref"].split("/")[-1]]
+    assert schema["properties"]["evidence"]["items"] == {"type": "string", "format": "binary"}
+    # With a token, a url-encoded form is named as the wrong type for this call.
+    path = f"/api/v1/requests/{uuid.uuid4()}/tasks/{uuid.uuid4()}/complete"
+    refused = client.post(path, data="note=x", content_type="application/x-www-form-urlencoded", headers=auth)
+    assert refused.status_code == 415 and "multipart/form-data" in refused.get_json()["message"]
+
+
+@pytest.mark.parametrize(("method", "path", "allowed"), [
+    ("put", "/api/v1/requests", {"POST", "OPTIONS"}),
+    ("delete", "/api/v1/requests/00000000-0000-4000-8000-000000000000", {"GET", "HEAD", "OPTIONS"}),
+    ("get", "/api/v1/requests/00000000-0000-4000-8000-000000000000/verify", {"POST", "OPTIONS"}),
+])
+def test_405_names_the_allowed_methods(client, method, path, allowed):
+    response = getattr(client, method)(path)
+    assert response.status_code == 405
+    assert {m.strip() for m in response.headers["Allow"].split(",")} == allowed
+    assert response.get_json()["code"] == 405
+
+
+@pytest.mark.parametrize(("body", "accepted"), [
+    ({"type": "access", "email": MAX, "delivery": {"password_protected": True}}, True),
+    ({"type": "portability", "email": MAX, "delivery": {"password_protected": False}}, True),
+    ({"type": "erasure", "email": MAX, "delivery": {"password_protected": False}}, True),
+    ({"type": "erasure", "email": MAX}, True),
+    ({"type": "erasure", "email": MAX, "delivery": {"password_protected": True}}, False),
+    ({"type": "objection", "email": MAX, "delivery": {"password_protected": True}}, False),
+])
+def test_what_the_contract_allows_the_server_accepts_and_nothing_else(client, body, accepted):
+    """A client generated from the OpenAPI document must work: the submission's documented schema
+    refuses exactly what the server refuses (password protection only for answers that are packages)."""
+    from openapi_schema_validator import OAS30Validator
+
+    doc = _openapi(client)
+    schema = doc["paths"]["/api/v1/requests"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    valid = not list(OAS30Validator(_inlined(schema, doc)).iter_errors(body))
+    assert valid == accepted
+    assert (client.post("/api/v1/requests", json=body).status_code == 202) == accepted
+
+
+def _inlined(node: Any, doc: dict[str, Any]) -> Any:
+    """A schema with its $refs to the document's components replaced by what they point to."""
+    if isinstance(node, dict):
+        if "$ref" in node:
+            return _inlined(doc["components"]["schemas"][node["$ref"].rsplit("/", 1)[1]], doc)
+        return {k: _inlined(v, doc) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_inlined(v, doc) for v in node]
+    return node
