@@ -87,7 +87,7 @@ class Callback(MethodView):
             # learns nothing of which stores exist.
             verify_headers(secret or secrets.token_bytes(32), raw, http.headers)  # before the body is read
         except SignatureError as exc:
-            log.warning("callback for %s/%s refused: %s", protocol, store[:64], exc)
+            log.warning("callback for %r/%r refused: %s", protocol[:64], store[:64], exc)
             _abort(401 if exc.missing else 403, f"the callback is not signed correctly: {exc}")
         message = _parse(raw)
         reference = subject_request_id(str(request_id), store)
