@@ -420,7 +420,8 @@ def _widths(columns: list[str], rows: list[list[str]]) -> list[str]:
     weights = []
     for i, column in enumerate(columns):
         longest = max((len(r[i]) for r in rows), default=0)
-        header = len(column) if len(column) <= 12 else max(len(part) for part in column.split("_"))
+        # a long header breaks between its words (a label) or after _ (a column name)
+        header = len(column) if len(column) <= 12 else max(len(part) for part in re.split(r"[\s_/-]+", column))
         weights.append(min(max(longest, header * 1.2, 3), 36) + 2)  # headers are bold; +2: cell padding
     total = sum(weights) or 1
     return [f"{100 * w / total:.2f}%" for w in weights]

@@ -191,8 +191,9 @@ def reports(datamap: DataMap, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 def squash(text: str) -> str:
-    """Text without whitespace: line breaks in the PDF fall anywhere."""
-    return "".join(text.split())
+    """Text without whitespace: line breaks in the PDF fall anywhere, also inside a word the layout
+    hyphenated (with U+2010; a typed hyphen is U+002D)."""
+    return "".join(text.replace("\u2010", "").split())
 
 
 def _categories_with_records(datamap: DataMap) -> list[str]:
