@@ -76,6 +76,11 @@ def test_AT_10_the_report_gives_the_art_15_information_per_category_from_the_dat
     _detail, package = _answer(app, locale=locale)
     text = _report_text(package)
     words = " ".join(text.split())
+    # Nothing of the installation reaches the subject (issue 12.2): no folder, file pattern or host.
+    # (A log line's own file name, e.g. access.log.1, is part of the record: it says where the line is.)
+    instance = str(settings.instance_dir)
+    for leak in (instance, "logs/web", "logs/api", "access.log*", "api.log*", "events-*", "127.0.0.1", "sqlite"):
+        assert leak not in text, leak
     # The demo subject has data in every category of the default data map (the processor's own
     # categories aside, which this map leaves out), so every category's Art. 15(1) items are there;
     # processing that stores nothing here (Google Maps, reCAPTCHA: sent to the USA) is in every answer.
