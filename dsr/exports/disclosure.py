@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, BinaryIO
 
 from dsr.datamap.model import Case, FieldRule, Store
-from dsr.stores.base import TableSink, TableWriter
+from dsr.stores.base import ColumnKind, TableSink, TableWriter
 
 _DIGIT = re.compile(r"\d")
 
@@ -61,6 +61,13 @@ def as_text(value: Any) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def disclosed_kind(rule: FieldRule, kind: ColumnKind) -> ColumnKind:
+    """A masked value is text ("+4915164734xxx", "withheld"), whatever the store keeps."""
+    if rule.disclose == "mask" or any(c.disclose == "mask" for c in rule.cases):
+        return "string"
+    return kind
 
 
 def _apply(disclose: str, mask: str | None, value: Any) -> Any:
@@ -173,9 +180,18 @@ class DisclosingSink:
                 self.redactions[name] = redacted
         return counts
 
-    def open_table(self, name: str, columns: Sequence[str]) -> TableWriter:
+    def _kinds(self, name: str, columns: Sequence[str], kinds: Sequence[ColumnKind] | None,
+               kept: Sequence[str]) -> list[ColumnKind] | None:
+        """The kinds of the ``kept`` columns as written (masked ones are text)."""
+        if kinds is None or len(kinds) != len(columns):
+            return None
+        table, of = self.store.tables.get(name), dict(zip(columns, kinds, strict=True))
+        return [disclosed_kind(table.rule(c), of[c]) if table else of[c] for c in kept]
+
+    def open_table(self, name: str, columns: Sequence[str],
+                   kinds: Sequence[ColumnKind] | None = None) -> TableWriter:
         if name not in self.store.tables:
-            return self.inner.open_table(name, columns)
+            return self.inner.open_table(name, columns, kinds)
         kept = {r.name: r for r in self.plan(name, columns)}
         if not kept:
             return _Discarding()
@@ -186,8 +202,9 @@ class DisclosingSink:
         masks = {i: self._mask(kept[c]) for i, c in enumerate(columns)
                  if c in kept and kept[c].disclose == "mask" and i not in by_case}
         counts = self._register(name, columns)
-        return _DisclosingWriter(self.inner.open_table(name, [columns[i] for i in keep]), keep, masks, counts,
-                                 list(columns), by_case)
+        names = [columns[i] for i in keep]
+        inner = self.inner.open_table(name, names, self._kinds(name, columns, kinds, names))
+        return _DisclosingWriter(inner, keep, masks, counts, list(columns), by_case)
 
     def use_names(self, lookup: Callable[[str], Sequence[str]]) -> None:
         """The store's lookup of ``table.column`` for fields with ``mask: names`` (``Connector.names``):
@@ -203,8 +220,9 @@ class DisclosingSink:
             return names_mask(self.names(rule.names_from))
         return MASKS[rule.mask or ""]
 
-    def open_csv(self, name: str, columns: Sequence[str]) -> Any:
+    def open_csv(self, name: str, columns: Sequence[str], kinds: Sequence[ColumnKind] | None = None) -> Any:
         """For stores that format CSV themselves (PostgreSQL COPY) after applying ``plan()`` in their query."""
+        written = [r.name for r in self.plan(name, columns)]
         counts = self._register(name, columns)
         redacted = list(self.redactions.get(name, {}))
 
@@ -212,7 +230,8 @@ class DisclosingSink:
             for column in redacted:
                 counts[column] += rows
 
-        return _CountingStream(self.inner.open_csv(name), record)  # type: ignore[attr-defined]
+        stream = self.inner.open_csv(name, written, self._kinds(name, columns, kinds, written))  # type: ignore[attr-defined]
+        return _CountingStream(stream, record)
 
     def add_file(self, table: str, name: str, content: BinaryIO) -> None:
         spec = self.store.tables.get(table)

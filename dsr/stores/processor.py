@@ -60,6 +60,7 @@ from dsr.datamap.model import Table
 from dsr.stores.base import (
     CollectResult,
     Connector,
+    JsonText,
     NotSupported,
     Pending,
     Progress,
@@ -558,7 +559,8 @@ def _write_table(sink: TableSink, table: Table, rows: list[dict[str, Any]]) -> i
     columns = list(dict.fromkeys(key for row in rows for key in row)) or list(table.fields)
     if not columns:
         return 0
-    writer = sink.open_table(table.name, columns)
+    # The answer is JSON: its values keep their types in the package's JSON twin ("any").
+    writer = sink.open_table(table.name, columns, ["any"] * len(columns))
     try:
         for start in range(0, len(rows), BATCH_ROWS):
             writer.write([[_cell(row.get(c)) for c in columns] for row in rows[start:start + BATCH_ROWS]])
@@ -569,7 +571,7 @@ def _write_table(sink: TableSink, table: Table, rows: list[dict[str, Any]]) -> i
 
 def _cell(value: Any) -> Any:
     if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+        return JsonText(json.dumps(value, ensure_ascii=False, sort_keys=True))
     return value
 
 
