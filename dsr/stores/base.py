@@ -142,7 +142,9 @@ class Connector:
     table_schema: ClassVar[type[Schema]] = _Options
 
     def __init__(self, store: Store, context: ConnectorContext) -> None:
-        self.store = store
+        # The connection's ${VARIABLE}s are read here, when a process first needs this store (a worker),
+        # not when the map is loaded: raises UnsetVariable naming the variable and the store.
+        self.store = store.resolved()
         self.context = context
 
     @classmethod

@@ -56,7 +56,7 @@ from urllib.parse import urljoin, urlsplit
 
 from marshmallow import RAISE, Schema, fields, validate
 
-from dsr.datamap.model import Table
+from dsr.datamap.model import Store, Table, UnsetVariable
 from dsr.stores.base import (
     CollectResult,
     Connector,
@@ -139,6 +139,16 @@ def verify(secret: str | bytes, body: bytes, timestamp: str | None, signed: str 
 
 class _Headers(Protocol):
     def get(self, key: str, /) -> Any: ...
+
+
+def callback_secret(store: Store, environ: Mapping[str, str] | None = None) -> str:
+    """The secret shared with a processor store, from the variable its ``secret_env`` names: read when
+    it is used (a worker signing a request, the web tier checking a callback), never kept in the map."""
+    name = str(store.setting("secret_env"))
+    value = store.environment(environ).get(name, "")
+    if not value:
+        raise UnsetVariable(store.name, {"secret_env": [name]})
+    return value
 
 
 def verify_headers(secret: str | bytes, body: bytes, headers: _Headers, *, now: float | None = None) -> None:
@@ -313,12 +323,10 @@ class ProcessorConnector(Connector):
         return f"{base}/{reference}" if reference else base
 
     def _secret(self) -> str:
-        name = str(self.store.connection["secret_env"])
-        value = os.environ.get(name, "")
-        if not value:
-            raise StoreUnavailable(f"store {self.store.name}: the environment variable {name} (the secret shared "
-                                   "with the processor) is not set")
-        return value
+        try:
+            return callback_secret(self.store)
+        except UnsetVariable as exc:
+            raise StoreUnavailable(f"{exc} (the secret shared with the processor)") from None
 
     def _callback_url(self, subject: Subject) -> str | None:
         base = getattr(self.context, "base_url", None) or _bound_base_url()

@@ -30,6 +30,7 @@ from flask_smorest import Blueprint, abort
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from dsr.datamap import UnsetVariable
 from dsr.domain import audit, fulfilment
 from dsr.models import AuditEvent, Task, TaskAction, TaskStatus
 from dsr.stores.processor import (
@@ -40,6 +41,7 @@ from dsr.stores.processor import (
     TERMINAL_STATES,
     TIMESTAMP_HEADER,
     SignatureError,
+    callback_secret,
     inbox_path,
     subject_request_id,
     verify_headers,
@@ -72,12 +74,14 @@ class Callback(MethodView):
         """A processor reports the status of a request (OpenDSR callback or webhook answer)."""
         rt = runtime()
         spec = rt.datamap.stores.get(store)
-        if (protocol not in PROTOCOLS or spec is None or spec.connector != "processor"
-                or spec.connection.get("protocol", "opendsr") != protocol):
-            _abort(404, f"no {protocol} processor store {store!r}")
-        secret = os.environ.get(str(spec.connection["secret_env"]), "")
-        if not secret:
-            log.error("callback for store %s refused: %s is not set", store, spec.connection["secret_env"])
+        try:
+            if (protocol not in PROTOCOLS or spec is None or spec.connector != "processor"
+                    or spec.setting("protocol", "opendsr") != protocol):
+                _abort(404, f"no {protocol} processor store {store!r}")
+            # The one secret of the store the web tier needs (its other variables are the workers').
+            secret = callback_secret(spec)
+        except UnsetVariable as exc:
+            log.error("callback for store %s refused: %s", store, exc)
             _abort(503, "this store's shared secret is not configured")
         raw = http.get_data(cache=True)
         try:
