@@ -106,8 +106,8 @@ class _RowsOnly:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
 
-    def open_table(self, name: str, columns: Any) -> Any:
-        return self.inner.open_table(name, columns)
+    def open_table(self, name: str, columns: Any, kinds: Any = None) -> Any:
+        return self.inner.open_table(name, columns, kinds)
 
     def add_file(self, table: str, name: str, content: Any) -> None:
         self.inner.add_file(table, name, content)

@@ -59,12 +59,16 @@ def datamap() -> None:
 @click.option("--connect", is_flag=True, help="Also connect to every store and check what the map names exists.")
 def datamap_check(path: Path | None, connect: bool) -> None:
     """Validate a data map (default: DSR_DATAMAP); exit 1 and name file, line and field of each problem."""
+    from dsr.datamap import UnsetVariable
     from dsr.stores import ConnectorContext, NotSupported, connector_class
 
     settings, m = _datamap(path, exit_on_error=True)
     tables = sum(len(s.tables) for s in m.stores.values())
     click.echo(f"{settings.datamap_path}: valid, version {m.version}: {len(m.categories)} categories, "
                f"{len(m.stores)} stores, {tables} tables")
+    # Variables are read where they are used: say which this process lacks, and which processes need them.
+    for line in _unset_variables(m):
+        click.echo(f"warning: {line}", err=True)
     if not connect:
         return
     errors = 0
@@ -82,6 +86,8 @@ def datamap_check(path: Path | None, connect: bool) -> None:
             problems = connector_for(name).check()
         except NotSupported as exc:
             problems = [f"stores.{name}: {exc}"]
+        except UnsetVariable as exc:
+            problems = [f"stores.{name}.connection.{next(iter(exc.missing))}: {exc}"]
         for problem in problems:
             warning = problem.startswith("warning:")
             errors += 0 if warning else 1
@@ -92,6 +98,23 @@ def datamap_check(path: Path | None, connect: bool) -> None:
         c.close()  # type: ignore[attr-defined]
     if errors:
         raise SystemExit(1)
+
+
+def _unset_variables(m: DataMap) -> list[str]:
+    """Per variable this process does not have: where the map names it and which processes need it
+    (workers build every store's connector; the web tier checks processors' signed callbacks)."""
+    import os
+
+    lines = []
+    for name, store in m.stores.items():
+        for key, variables in store.variables.items():
+            lines += [f"{m.where(f'stores.{name}.connection.{key}')}: {v} is not set here (needed by: worker)"
+                      for v in variables if not os.environ.get(v)]
+        secret = store.connection.get("secret_env") if store.connector == "processor" else None
+        if isinstance(secret, str) and not os.environ.get(secret):
+            lines.append(f"{m.where(f'stores.{name}.connection.secret_env')}: {secret} is not set here "
+                         "(needed by: web, worker)")
+    return lines
 
 
 def _datamap(path: Path | None, *, exit_on_error: bool) -> tuple[Settings, DataMap]:
@@ -147,14 +170,14 @@ def demo_data(url: str | None, subjects: int, rows: int, subject_rows: int | Non
     settings = _settings()
     datamap = load_datamap(settings)
     if url is None:
-        url = datamap.stores["portal_db"].connection["url"]
+        url = datamap.stores["portal_db"].resolved().connection["url"]
     started = time.perf_counter()
     engine = make_engine(url, create_folder=True)
     counts = portal.build(engine, portal.DemoSize(subjects, rows, subject_rows), seed=seed)
     click.echo(f"demo store {_redacted(url)}: {sum(counts.values())} rows in {len(counts)} tables "
                f"({time.perf_counter() - started:.1f} s)")
     if "media" in datamap.stores:
-        root = Path(datamap.stores["media"].connection["root"])
+        root = Path(datamap.stores["media"].resolved().connection["root"])
         media = blobs.build(engine, root, seed=seed)
         listed = ", ".join(f"{k} {v}" for k, v in media.items())
         click.echo(f"demo media {root}: {sum(media.values())} files ({listed})")
@@ -166,7 +189,7 @@ def demo_data(url: str | None, subjects: int, rows: int, subject_rows: int | Non
     if "analytics" in datamap.stores:
         from dsr.demo import analytics
 
-        folder = _folder(settings, datamap.stores["analytics"].connection["path"])
+        folder = _folder(settings, datamap.stores["analytics"].resolved().connection["path"])
         events = analytics.build(folder, analytics.consent_windows(engine), seed=seed)
         click.echo(f"demo analytics {folder}: {sum(events.values())} events in {len(events)} daily files")
 
@@ -333,15 +356,15 @@ def demo(host: str, port: int, subjects: int, rows: int) -> None:
     settings = replace(settings, base_url=settings.base_url or _served_at(host, port))
     upgrade(settings.sqlalchemy_url)
     datamap = load_datamap(settings)
-    engine = make_engine(datamap.stores["portal_db"].connection["url"], create_folder=True)
+    engine = make_engine(datamap.stores["portal_db"].resolved().connection["url"], create_folder=True)
     portal.build(engine, portal.DemoSize(subjects, rows))
     if "media" in datamap.stores:
-        blobs.build(engine, Path(datamap.stores["media"].connection["root"]))
+        blobs.build(engine, Path(datamap.stores["media"].resolved().connection["root"]))
     logs.build(settings.instance_dir / "logs", subjects=logs.default_subjects(subjects))
     if "analytics" in datamap.stores:
         from dsr.demo import analytics
 
-        folder = _folder(settings, datamap.stores["analytics"].connection["path"])
+        folder = _folder(settings, datamap.stores["analytics"].resolved().connection["path"])
         analytics.build(folder, analytics.consent_windows(engine))
     app = create_app(settings)
     rt = app.extensions["dsr"].runtime

@@ -52,10 +52,16 @@ class Runtime:
         return ReportOptions(preview_rows=self.settings.report_preview_rows, timezone=self.settings.timezone)
 
     def connector(self, store: str) -> Connector:
+        """The store's connector, built on first use: only then are its connection's variables read,
+        so a process that never talks to a store needs none of its secrets."""
         if store not in self._connectors:
             spec = self.datamap.stores[store]
             context = ConnectorContext(self.settings.instance_dir, self.connector, self.settings.base_url)
-            self._connectors[store] = connector_class(spec.connector)(spec, context)
+            try:
+                self._connectors[store] = connector_class(spec.connector)(spec, context)
+            except datamaps.UnsetVariable as exc:
+                # The task fails with this message (and is retried: the variable may be set by then).
+                raise StoreUnavailable(str(exc)) from exc
         return self._connectors[store]
 
     def resolve(self, subject: Subject, for_store: str) -> Subject:

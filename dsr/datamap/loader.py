@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import yaml
 from marshmallow import ValidationError
 
 from dsr.datamap.model import (
+    VARIABLE,
     Authority,
     Case,
     Category,
@@ -27,10 +29,9 @@ from dsr.datamap.model import (
     Store,
     Table,
     Transfer,
+    expand,
 )
 from dsr.datamap.schema import DataMapSchema
-
-_ENV = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?::-(?P<default>[^}]*))?\}")
 
 # Checks a connector's own settings of one store (and what it names of other stores); returns
 # problems as (path, message).
@@ -73,22 +74,25 @@ def parse(raw: Any, *, source: Path | None, instance_dir: Path, environ: Mapping
         data = DataMapSchema().load(raw if isinstance(raw, dict) else {})
     except ValidationError as exc:
         raise DataMapError([f"{where(path)}: {message}" for path, message in _flatten(exc.messages)]) from None
-    inline = [f"{where(path)}: {message}" for path, message in _inline_secrets(data)]
+    inline = [f"{where(path)}: {message}" for path, message in [*_inline_secrets(data), *_bad_variables(data)]]
     if inline:
         raise DataMapError(inline)
     env = os.environ if environ is None else environ
-    datamap = _build(data, source, lines, instance_dir, env)
+    datamap = _build(data, source, lines, instance_dir, environ)
     problems = [f"{datamap.where(path)}: {message}" for path, message in _cross_check(datamap)]
     if validate_store is not None:
         for store in datamap.stores.values():
-            problems += [f"{datamap.where(path)}: {message}" for path, message in validate_store(store, datamap.stores)]
+            # Checked with the values this process can read (a variable it lacks stays ${NAME}): the
+            # values themselves are read again where they are used, never kept in the map.
+            problems += [f"{datamap.where(path)}: {message}"
+                         for path, message in validate_store(_as_far_as_known(store, env), datamap.stores)]
     if problems:
         raise DataMapError(problems)
     return datamap
 
 
 def _build(data: dict[str, Any], source: Path | None, lines: Mapping[str, int], instance_dir: Path,
-           env: Mapping[str, str]) -> DataMap:
+           environ: Mapping[str, str] | None) -> DataMap:
     c = data["controller"]
     controller = Controller(**{k: v for k, v in c.items() if k != "dpo"}, dpo=Contact(**c["dpo"]))
     stores = {}
@@ -101,10 +105,14 @@ def _build(data: dict[str, Any], source: Path | None, lines: Mapping[str, int], 
             description, label, collected_at = t.pop("description"), t.pop("label"), t.pop("collected_at")
             tables[tname] = Table(tname, category, rules, dict(t), _erasure(erasure), description, label,
                                   collected_at)
-        connection = {k: _interpolate(v, env, instance_dir) if isinstance(v, str) else v
+        # {instance_dir} now (it is no secret); ${NAME} stays as written until a connector is built.
+        connection = {k: v.replace("{instance_dir}", str(instance_dir)) if isinstance(v, str) else v
                       for k, v in s["connection"].items()}
+        needs = {k: names for k, v in connection.items() if isinstance(v, str)
+                 and (names := tuple(m["name"] for m in VARIABLE.finditer(v) if m["default"] is None))}
         stores[name] = Store(name, s["connector"], s["description"], connection, s["identities"], tables,
-                             s["recipient"], s["deadline_days"], s["label"])
+                             s["recipient"], s["deadline_days"], label=s["label"], variables=needs,
+                             environ=environ)
     return DataMap(
         version=str(data["version"]),
         date=data["date"],
@@ -207,16 +215,19 @@ def _inline_secrets(data: dict[str, Any]) -> Iterator[tuple[str, str]]:
                 yield path, "holds a secret: write ${VARIABLE} or name the variable (secret_env)"
 
 
-def _interpolate(value: str, env: Mapping[str, str], instance_dir: Path) -> str:
-    def sub(match: re.Match[str]) -> str:
-        name, default = match["name"], match["default"]
-        if env.get(name):
-            return env[name]
-        if default is None:
-            raise DataMapError([f"environment variable {name} is not set (needed by the data map)"])
-        return default
+def _bad_variables(data: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """A ``${`` that is no variable reference would otherwise reach the store as text."""
+    for name, store in data["stores"].items():
+        for key, value in store["connection"].items():
+            if isinstance(value, str) and "${" in VARIABLE.sub("", value.replace("{instance_dir}", "")):
+                yield (f"stores.{name}.connection.{key}", "holds a ${ that is not a variable: write ${NAME} or "
+                       "${NAME:-default}, NAME in upper-case letters, digits and _")
 
-    return _ENV.sub(sub, value.replace("{instance_dir}", str(instance_dir)))
+
+def _as_far_as_known(store: Store, env: Mapping[str, str]) -> Store:
+    """The store as its connector's schema checks it: the variables this process has, read."""
+    connection = {k: expand(v, env, []) if isinstance(v, str) else v for k, v in store.connection.items()}
+    return replace(store, connection=connection)
 
 
 def _lines(node: yaml.Node, path: str = "") -> Iterator[tuple[str, int]]:

@@ -2,13 +2,48 @@
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 Localized = Mapping[str, str]  # {"de": ..., "en": ...}
+
+# ${NAME} or ${NAME:-default} in a store's connection (docs/datamap.md).
+VARIABLE = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?::-(?P<default>[^}]*))?\}")
+
+
+class UnsetVariable(LookupError):
+    """A store's connection names an environment variable that this process does not have."""
+
+    def __init__(self, store: str, missing: Mapping[str, list[str]]) -> None:
+        self.store, self.missing = store, dict(missing)  # connection key -> variable names
+        names = sorted({n for names in missing.values() for n in names})
+        where = ", ".join(f"connection.{key}" for key in missing)
+        super().__init__(f"store {store}: the environment variable{'s' if len(names) > 1 else ''} "
+                         f"{', '.join(names)} (in {where}) {'are' if len(names) > 1 else 'is'} not set "
+                         "in this process")
+
+
+def expand(value: str, environ: Mapping[str, str], missing: list[str] | None = None) -> str:
+    """``value`` with its variables replaced. An unset (or empty) variable without a default is added
+    to ``missing`` and left as written; without ``missing`` it raises KeyError."""
+
+    def sub(match: re.Match[str]) -> str:
+        name, default = match["name"], match["default"]
+        if environ.get(name):
+            return environ[name]
+        if default is not None:
+            return default
+        if missing is None:
+            raise KeyError(name)
+        missing.append(name)
+        return match[0]
+
+    return VARIABLE.sub(sub, value)
 
 
 @dataclass(frozen=True)
@@ -160,6 +195,39 @@ class Store:
     recipient: str | None = None
     deadline_days: int | None = None
     label: Localized | None = None  # the system's name for a subject; its description where none is given
+    # Connection key -> the variables without a default it names (the loader records them). The
+    # values in ``connection`` are as written: a variable is read only where it is used (``resolved``,
+    # ``setting``), so a process needs only the secrets of what it does (web: no database passwords).
+    variables: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Where the variables come from: the environment given to the loader, else os.environ when read.
+    environ: Mapping[str, str] | None = field(default=None, repr=False, compare=False)
+
+    def environment(self, environ: Mapping[str, str] | None) -> Mapping[str, str]:
+        return environ if environ is not None else self.environ if self.environ is not None else os.environ
+
+    def setting(self, key: str, default: Any = None, environ: Mapping[str, str] | None = None) -> Any:
+        """One connection value with its variables read now; UnsetVariable names what is missing."""
+        value = self.connection.get(key, default)
+        if not isinstance(value, str):
+            return value
+        missing: list[str] = []
+        value = expand(value, self.environment(environ), missing)
+        if missing:
+            raise UnsetVariable(self.name, {key: missing})
+        return value
+
+    def resolved(self, environ: Mapping[str, str] | None = None) -> Store:
+        """This store with every connection value's variables read now (to build its connector)."""
+        env = self.environment(environ)
+        connection, missing = {}, {}
+        for key, value in self.connection.items():
+            names: list[str] = []
+            connection[key] = expand(value, env, names) if isinstance(value, str) else value
+            if names:
+                missing[key] = names
+        if missing:
+            raise UnsetVariable(self.name, missing)
+        return replace(self, connection=connection)
 
 
 @dataclass(frozen=True)

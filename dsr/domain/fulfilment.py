@@ -26,7 +26,7 @@ from dsr.domain.errors import DomainError, InvalidTransition, NotFound
 from dsr.domain.leases import DEFAULT_LEASE, Lease, lapsed, runner
 from dsr.domain.packaging import ReportOptions, Storage, build_package
 from dsr.exports import aging
-from dsr.exports.csv_files import CsvDirectorySink
+from dsr.exports.csv_files import CsvDirectorySink, kinds_path
 from dsr.exports.disclosure import DisclosingSink
 from dsr.models import Artifact, Request, RequestStatus, RequestType, Task, TaskStatus, utcnow
 from dsr.outbox import schedule
@@ -246,10 +246,10 @@ class _Progress:
 
 
 def _move_unit(source: Path, target: Path, unit: str) -> bool:
-    """Move a finished unit's output (``<unit>.csv``, its ``<unit>.json`` twin and a ``<unit>/`` folder of
-    files) between attempts."""
+    """Move a finished unit's output (``<unit>.csv``, its column kinds, its ``<unit>.json`` twin and a
+    ``<unit>/`` folder of files) between attempts."""
     moved = False
-    for name in (f"{unit}.csv", f"{unit}.json", unit):
+    for name in (f"{unit}.csv", kinds_path(Path(f"{unit}.csv")).name, f"{unit}.json", unit):
         if (source / name).exists():
             target.mkdir(parents=True, exist_ok=True)
             shutil.move(str(source / name), str(target / name))

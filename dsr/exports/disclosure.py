@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 
 from dsr.datamap.model import Case, FieldRule, Store
 from dsr.exports.aging import Limit, Tally
-from dsr.stores.base import TableSink, TableWriter
+from dsr.stores.base import ColumnKind, TableSink, TableWriter
 
 _DIGIT = re.compile(r"\d")
 
@@ -63,6 +63,13 @@ def as_text(value: Any) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def disclosed_kind(rule: FieldRule, kind: ColumnKind) -> ColumnKind:
+    """A masked value is text ("+4915164734xxx", "withheld"), whatever the store keeps."""
+    if rule.disclose == "mask" or any(c.disclose == "mask" for c in rule.cases):
+        return "string"
+    return kind
 
 
 def _apply(disclose: str, mask: str | None, value: Any) -> Any:
@@ -201,9 +208,18 @@ class DisclosingSink:
                                          for r in rules}
         return counts
 
-    def open_table(self, name: str, columns: Sequence[str]) -> TableWriter:
+    def _kinds(self, name: str, columns: Sequence[str], kinds: Sequence[ColumnKind] | None,
+               kept: Sequence[str]) -> list[ColumnKind] | None:
+        """The kinds of the ``kept`` columns as written (masked ones are text)."""
+        if kinds is None or len(kinds) != len(columns):
+            return None
+        table, of = self.store.tables.get(name), dict(zip(columns, kinds, strict=True))
+        return [disclosed_kind(table.rule(c), of[c]) if table else of[c] for c in kept]
+
+    def open_table(self, name: str, columns: Sequence[str],
+                   kinds: Sequence[ColumnKind] | None = None) -> TableWriter:
         if name not in self.store.tables:
-            return self.inner.open_table(name, columns)
+            return self.inner.open_table(name, columns, kinds)
         kept = {r.name: r for r in self.plan(name, columns)}
         if not kept:
             return _Discarding()
@@ -217,8 +233,9 @@ class DisclosingSink:
         limit = self.limits.get(name)
         aging = (columns.index(limit.column), self.aged.setdefault(name, Tally(limit))) \
             if limit is not None and limit.column in columns else None
-        return _DisclosingWriter(self.inner.open_table(name, [columns[i] for i in keep]), keep, masks, counts,
-                                 list(columns), by_case, aging)
+        names = [columns[i] for i in keep]
+        inner = self.inner.open_table(name, names, self._kinds(name, columns, kinds, names))
+        return _DisclosingWriter(inner, keep, masks, counts, list(columns), by_case, aging)
 
     def limit(self, name: str) -> Limit | None:
         """How old a record of ``name`` may be, for stores that count it themselves (``count_aged``)."""
@@ -245,9 +262,10 @@ class DisclosingSink:
             return names_mask(self.names(rule.names_from))
         return MASKS[rule.mask or ""]
 
-    def open_csv(self, name: str, columns: Sequence[str]) -> Any:
+    def open_csv(self, name: str, columns: Sequence[str], kinds: Sequence[ColumnKind] | None = None) -> Any:
         """For stores that format CSV themselves (PostgreSQL COPY) after applying ``plan()`` in their query.
         A field with cases is counted per outcome by the store (``count_outcomes``), the others here."""
+        written = [r.name for r in self.plan(name, columns)]
         counts = self._register(name, columns)
         table = self.store.tables.get(name)
         cased = {f for f in counts if table is not None and table.rule(f).cases and table.rule(f).disclose != "omit"}
@@ -257,7 +275,8 @@ class DisclosingSink:
             for counter in plain:
                 counter[DEFAULT] += rows
 
-        return _CountingStream(self.inner.open_csv(name), record)  # type: ignore[attr-defined]
+        stream = self.inner.open_csv(name, written, self._kinds(name, columns, kinds, written))  # type: ignore[attr-defined]
+        return _CountingStream(stream, record)
 
     def count_outcomes(self, name: str, field: str, outcomes: Mapping[str, int]) -> None:
         """How many records each outcome of a field's cases decided (``outcome_key``), as the store

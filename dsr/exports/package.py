@@ -55,8 +55,9 @@ class PackageWriter:
         self._entries: list[tuple[tuple[str, str], dict[str, Any]]] = []
 
     def add_folder(self, prefix: str, source: Path) -> None:
-        """Every file under ``source``, under ``prefix/`` in the package ("" for the top level)."""
-        for file in sorted(p for p in source.rglob("*") if p.is_file()):
+        """Every file under ``source``, under ``prefix/`` in the package ("" for the top level). Dot
+        files are dsr's notes beside the data (a table's column kinds), never data: left out."""
+        for file in sorted(p for p in source.rglob("*") if p.is_file() and not p.name.startswith(".")):
             relative = file.relative_to(source).as_posix()
             entry = _add(self._archive, file, f"{prefix}/{relative}" if prefix else relative)
             self._entries.append(((prefix, relative), entry))

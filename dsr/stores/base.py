@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar, Protocol
+from typing import Any, BinaryIO, ClassVar, Literal, Protocol
 
 from marshmallow import EXCLUDE, Schema, ValidationError
 
@@ -77,6 +77,20 @@ class Progress(Protocol):
     def complete(self, unit: str, found: int) -> None: ...
 
 
+# What a column holds, for the package's JSON twin and its schema (dsr.exports.json_files): the CSV
+# cannot tell 42 from "42", so the store says so when it opens a table. "decimal": exact numbers
+# (money), kept as text so no reader rounds them; "json": JSON text of an object or list; "any": the
+# values carry their own JSON types (a log line's fields), resolved from what is written.
+ColumnKind = Literal["string", "integer", "number", "decimal", "boolean", "date-time", "date", "json", "any"]
+KINDS: frozenset[str] = frozenset(ColumnKind.__args__)  # type: ignore[attr-defined]
+
+
+class JsonText(str):
+    """A nested object or list written as JSON text into a cell (its column's kind is then known)."""
+
+    __slots__ = ()
+
+
 class TableWriter(Protocol):
     def write(self, rows: Sequence[Sequence[Any]]) -> None: ...
 
@@ -85,9 +99,11 @@ class TableWriter(Protocol):
 
 class TableSink(Protocol):
     """Where collected records go, table by table, batch by batch (never a whole table in memory),
-    and files (recordings, attachments) one by one."""
+    and files (recordings, attachments) one by one. ``kinds``: each column's ``ColumnKind``, when
+    the store knows them (None: all text)."""
 
-    def open_table(self, name: str, columns: Sequence[str]) -> TableWriter: ...
+    def open_table(self, name: str, columns: Sequence[str],
+                   kinds: Sequence[ColumnKind] | None = None) -> TableWriter: ...
 
     def add_file(self, table: str, name: str, content: BinaryIO) -> None: ...
 
@@ -126,7 +142,9 @@ class Connector:
     table_schema: ClassVar[type[Schema]] = _Options
 
     def __init__(self, store: Store, context: ConnectorContext) -> None:
-        self.store = store
+        # The connection's ${VARIABLE}s are read here, when a process first needs this store (a worker),
+        # not when the map is loaded: raises UnsetVariable naming the variable and the store.
+        self.store = store.resolved()
         self.context = context
 
     @classmethod

@@ -39,6 +39,7 @@ from dsr.datamap.model import Store
 from dsr.datamap.schema import IDENTITY_TYPES, NAME
 from dsr.stores.base import (
     CollectResult,
+    ColumnKind,
     Connector,
     NotSupported,
     Progress,
@@ -47,11 +48,12 @@ from dsr.stores.base import (
     TableSink,
     register,
 )
-from dsr.stores.sql import SqlConnector
+from dsr.stores.sql import SqlConnector, column_kind
 
 # Status of a file in the metadata table.
 EXPORTED, MISSING, REFUSED, NO_FILE = "exported", "missing", "refused", "no_file"
 FILE_COLUMNS = ("file", "size", "sha256", "status")
+FILE_KINDS: tuple[ColumnKind, ...] = ("string", "integer", "string", "string")
 CHUNK = 1024 * 1024
 SAMPLE = 5  # indexed files ``check`` looks for
 _WILDCARDS = "*?[]"
@@ -401,7 +403,8 @@ class FilesConnector(Connector):
                 .where(self._membership(sql, t, index, subject)).order_by(key))
         batch = int(self.connection["batch_size"])
         names, tally, rows, files = _Names(), _Tally(), 0, 0
-        writer = sink.open_table(name, [*FILE_COLUMNS, *_renamed(extra)])
+        writer = sink.open_table(name, [*FILE_COLUMNS, *_renamed(extra)],
+                                 [*FILE_KINDS, *(column_kind(t.c[c].type) for c in extra)])
         try:
             with sql.engine.connect() as conn:
                 for part in conn.execution_options(yield_per=batch).execute(stmt).partitions():
@@ -425,7 +428,7 @@ class FilesConnector(Connector):
     def _collect_pattern(self, name: str, pattern: str, root: Path, subject: Subject, sink: TableSink,
                          result: CollectResult) -> None:
         values, unknown = self._identity_values(_placeholders(pattern), subject)
-        writer = sink.open_table(name, [*FILE_COLUMNS, "path", "modified_at"])
+        writer = sink.open_table(name, [*FILE_COLUMNS, "path", "modified_at"], [*FILE_KINDS, "string", "date-time"])
         names, tally, seen, files = _Names(), _Tally(), set(), 0
         try:
             if unknown:

@@ -46,8 +46,10 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 from dsr.datamap.model import Store, Table
 from dsr.stores.base import (
     CollectResult,
+    ColumnKind,
     Connector,
     ConnectorContext,
+    JsonText,
     Progress,
     StoreUnavailable,
     Subject,
@@ -204,10 +206,9 @@ def _equal(kind: str, found: Any, wanted: str) -> bool:
 
 
 def _cell(value: Any) -> Any:
+    # Booleans and numbers go as they are (the CSV writes true/false): the JSON twin keeps their types.
     if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, bool):
-        return "true" if value else "false"
+        return JsonText(json.dumps(value, ensure_ascii=False))
     return value
 
 
@@ -222,10 +223,16 @@ class _Layout:
     def columns(self) -> list[str]:
         return [FILE_COLUMN, LINE_COLUMN, *self.keys, EXTRA_COLUMN]
 
+    @property
+    def kinds(self) -> list[ColumnKind]:
+        """A field's values keep the JSON types they have in the lines ("any")."""
+        fields: list[ColumnKind] = ["any"] * len(self.keys)
+        return ["string", "integer", *fields, "json"]
+
     def row(self, file: str, number: int, record: Mapping[str, Any]) -> list[Any]:
         rest = {k: v for k, v in record.items() if k not in self._known}
         return [file, number, *(_cell(record.get(k)) for k in self.keys),
-                json.dumps(rest, ensure_ascii=False) if rest else None]
+                JsonText(json.dumps(rest, ensure_ascii=False)) if rest else None]
 
     @classmethod
     def of(cls, table: Table, configured: Sequence[str] | None, sample: Sequence[Mapping[str, Any]]) -> _Layout:
@@ -339,7 +346,7 @@ class JsonlConnector(Connector):
 
     def __init__(self, store: Store, context: ConnectorContext) -> None:
         super().__init__(store, context)
-        self.options: dict[str, Any] = _Connection().load(dict(store.connection))
+        self.options: dict[str, Any] = _Connection().load(dict(self.store.connection))
         self.fields: dict[str, str] = {kind: _Identity().load(dict(spec))["field"]
                                        for kind, spec in store.identities.items()}
         self.table_name, self.table = next(iter(store.tables.items()))
@@ -472,7 +479,7 @@ class JsonlConnector(Connector):
             nonlocal layout, writer, count
             if writer is None:
                 layout = _Layout.of(self.table, self.columns, [r for _f, _n, r in pending])
-                writer = sink.open_table(self.table_name, layout.columns)
+                writer = sink.open_table(self.table_name, layout.columns, layout.kinds)
             assert layout is not None
             if pending:
                 writer.write([layout.row(*p) for p in pending])

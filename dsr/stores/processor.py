@@ -56,10 +56,11 @@ from urllib.parse import urljoin, urlsplit
 
 from marshmallow import RAISE, Schema, fields, validate
 
-from dsr.datamap.model import Table
+from dsr.datamap.model import Store, Table, UnsetVariable
 from dsr.stores.base import (
     CollectResult,
     Connector,
+    JsonText,
     NotSupported,
     Pending,
     Progress,
@@ -138,6 +139,16 @@ def verify(secret: str | bytes, body: bytes, timestamp: str | None, signed: str 
 
 class _Headers(Protocol):
     def get(self, key: str, /) -> Any: ...
+
+
+def callback_secret(store: Store, environ: Mapping[str, str] | None = None) -> str:
+    """The secret shared with a processor store, from the variable its ``secret_env`` names: read when
+    it is used (a worker signing a request, the web tier checking a callback), never kept in the map."""
+    name = str(store.setting("secret_env"))
+    value = store.environment(environ).get(name, "")
+    if not value:
+        raise UnsetVariable(store.name, {"secret_env": [name]})
+    return value
 
 
 def verify_headers(secret: str | bytes, body: bytes, headers: _Headers, *, now: float | None = None) -> None:
@@ -312,12 +323,10 @@ class ProcessorConnector(Connector):
         return f"{base}/{reference}" if reference else base
 
     def _secret(self) -> str:
-        name = str(self.store.connection["secret_env"])
-        value = os.environ.get(name, "")
-        if not value:
-            raise StoreUnavailable(f"store {self.store.name}: the environment variable {name} (the secret shared "
-                                   "with the processor) is not set")
-        return value
+        try:
+            return callback_secret(self.store)
+        except UnsetVariable as exc:
+            raise StoreUnavailable(f"{exc} (the secret shared with the processor)") from None
 
     def _callback_url(self, subject: Subject) -> str | None:
         base = getattr(self.context, "base_url", None) or _bound_base_url()
@@ -558,7 +567,8 @@ def _write_table(sink: TableSink, table: Table, rows: list[dict[str, Any]]) -> i
     columns = list(dict.fromkeys(key for row in rows for key in row)) or list(table.fields)
     if not columns:
         return 0
-    writer = sink.open_table(table.name, columns)
+    # The answer is JSON: its values keep their types in the package's JSON twin ("any").
+    writer = sink.open_table(table.name, columns, ["any"] * len(columns))
     try:
         for start in range(0, len(rows), BATCH_ROWS):
             writer.write([[_cell(row.get(c)) for c in columns] for row in rows[start:start + BATCH_ROWS]])
@@ -569,7 +579,7 @@ def _write_table(sink: TableSink, table: Table, rows: list[dict[str, Any]]) -> i
 
 def _cell(value: Any) -> Any:
     if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+        return JsonText(json.dumps(value, ensure_ascii=False, sort_keys=True))
     return value
 
 

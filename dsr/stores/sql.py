@@ -15,12 +15,39 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validates_schema
-from sqlalchemy import ColumnElement, DateTime, Engine, MetaData, String, Table, cast, false, func, inspect, or_, select
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Date,
+    DateTime,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    cast,
+    false,
+    func,
+    inspect,
+    or_,
+    select,
+)
 from sqlalchemy.exc import NoSuchTableError, OperationalError, SQLAlchemyError
 
 from dsr.db import make_engine
 from dsr.stores import copy_sql
-from dsr.stores.base import CollectResult, Connector, Progress, StoreUnavailable, Subject, TableSink, register
+from dsr.stores.base import (
+    CollectResult,
+    ColumnKind,
+    Connector,
+    Progress,
+    StoreUnavailable,
+    Subject,
+    TableSink,
+    register,
+)
 
 
 class _Connection(Schema):
@@ -307,7 +334,7 @@ class SqlConnector(Connector):
         """Row by row through a server-side cursor, in batches: any SQLAlchemy database."""
         batch = int(self.store.connection.get("batch_size", 5000))
         rows = conn.execution_options(yield_per=batch).execute(select(t).where(where).order_by(self._order(name, t)))
-        writer = sink.open_table(name, list(rows.keys()))
+        writer = sink.open_table(name, list(rows.keys()), [column_kind(c.type) for c in t.columns])
         times = [i for i, c in enumerate(t.columns) if isinstance(c.type, DateTime)]
         zone = ZoneInfo(self._stored_zone)
         count = 0
@@ -327,7 +354,7 @@ class SqlConnector(Connector):
         zone = self._stored_zone
         stmt = select(*(copy_sql.expression(t.c[r.name], r, t, options, zone).label(r.name) for r in rules))
         stmt = stmt.where(where).order_by(self._order(name, t))
-        stream = sink.open_csv(name, [c.name for c in t.columns])
+        stream = sink.open_csv(name, [c.name for c in t.columns], [column_kind(c.type) for c in t.columns])
         try:
             rows = copy_sql.copy_to(conn, stmt, stream)
         finally:
@@ -356,6 +383,23 @@ class SqlConnector(Connector):
         if self._engine is not None:
             self._engine.dispose()
         self._engine, self._tables = None, {}
+
+
+def column_kind(kind: Any) -> ColumnKind:
+    """What a column of this SQL type holds in the JSON twin. NUMERIC/DECIMAL stay exact text."""
+    if isinstance(kind, Boolean):
+        return "boolean"
+    if isinstance(kind, DateTime):
+        return "date-time"
+    if isinstance(kind, Date):
+        return "date"
+    if isinstance(kind, Integer):
+        return "integer"
+    if isinstance(kind, Float) or (isinstance(kind, Numeric) and not kind.asdecimal):
+        return "number"
+    if isinstance(kind, Numeric):
+        return "decimal"
+    return "string"
 
 
 def _zoned(row: Sequence[Any], times: list[int], zone: ZoneInfo) -> Sequence[Any]:

@@ -31,6 +31,7 @@ from flask_smorest import abort
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from dsr.datamap import UnsetVariable
 from dsr.domain import audit, fulfilment
 from dsr.models import AuditEvent, Task, TaskAction, TaskStatus
 from dsr.stores.processor import (
@@ -41,6 +42,7 @@ from dsr.stores.processor import (
     TERMINAL_STATES,
     TIMESTAMP_HEADER,
     SignatureError,
+    callback_secret,
     inbox_path,
     subject_request_id,
     verify_headers,
@@ -74,12 +76,15 @@ class Callback(MethodView):
         """A processor reports the status of a request (OpenDSR callback or webhook answer)."""
         rt = runtime()
         spec = rt.datamap.stores.get(store)
-        known = (protocol in PROTOCOLS and spec is not None and spec.connector == "processor"
-                 and spec.connection.get("protocol", "opendsr") == protocol)
-        env = str(spec.connection["secret_env"]) if known and spec is not None else None
-        secret = os.environ.get(env, "") if env else ""
-        if env and not secret:
-            log.error("callback for store %s refused: %s is not set", store, env)
+        secret = ""
+        try:
+            known = (protocol in PROTOCOLS and spec is not None and spec.connector == "processor"
+                     and spec.setting("protocol", "opendsr") == protocol)
+            if known and spec is not None:
+                # The one secret of the store the web tier needs (its other variables are the workers').
+                secret = callback_secret(spec)
+        except UnsetVariable as exc:
+            log.error("callback for store %s refused: %s", store, exc)
         raw = http.get_data(cache=True)
         try:
             # Checked against a secret nobody has where the address names no processor store (or its

@@ -105,7 +105,7 @@ def test_the_proposed_stanzas_load_with_the_default_map_and_find_max(tmp_path: P
     instance = tmp_path / "instance"
     logs.build(instance / "logs", lines=400)
     datamap = default_map_with(STANZAS, instance)
-    assert datamap.stores["web_logs"].connection["path"] == f"{instance}/logs/web"
+    assert datamap.stores["web_logs"].resolved().connection["path"] == f"{instance}/logs/web"
     for name in ("web_logs", "api_logs"):
         assert connector_class("jsonl")(datamap.stores[name], ConnectorContext(instance)).check() == []
 
@@ -127,8 +127,8 @@ def test_the_proposed_stanzas_load_with_the_default_map_and_find_max(tmp_path: P
 
 def test_the_log_folder_can_be_set_by_environment_variable(tmp_path: Path) -> None:
     datamap = default_map_with(STANZAS, tmp_path, {"DSR_WEB_LOG_DIR": "/srv/portal/logs"})
-    assert datamap.stores["web_logs"].connection["path"] == "/srv/portal/logs"
-    assert datamap.stores["api_logs"].connection["path"] == f"{tmp_path}/logs/api"
+    assert datamap.stores["web_logs"].resolved().connection["path"] == "/srv/portal/logs"
+    assert datamap.stores["api_logs"].resolved().connection["path"] == f"{tmp_path}/logs/api"
 
 
 def test_field_rules_of_the_map_apply_to_log_lines(tmp_path: Path) -> None:

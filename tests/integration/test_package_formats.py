@@ -15,6 +15,15 @@ from dsr.exports.json_files import records
 from tests.helpers import dpo_auth, submit, work_off
 
 
+def _as_text(value: object) -> object:
+    """A typed value of a JSON twin as its CSV cell reads (numbers, booleans and objects are typed)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return value if value is None or isinstance(value, str) else str(value)
+
+
 def test_every_table_comes_as_csv_and_json_with_schema_and_dictionary(client, auth, run_jobs):
     created = submit(client)
     client.post(f"/api/v1/requests/{created['id']}/verify", headers=auth)
@@ -32,7 +41,7 @@ def test_every_table_comes_as_csv_and_json_with_schema_and_dictionary(client, au
                     for row in csv.DictReader(io.StringIO(text.removeprefix("\ufeff")))]
             twin = json.loads(package.read(name.removesuffix(".csv") + ".json"))
             assert twin["columns"] == list(rows[0] if rows else twin["columns"]), name
-            assert list(records(twin)) == rows, name
+            assert [{k: _as_text(v) for k, v in r.items()} for r in records(twin)] == rows, name
             schema = json.loads(package.read("documentation/schemas/" + name.removesuffix(".csv") + ".schema.json"))
             jsonschema.Draft202012Validator.check_schema(schema)
             jsonschema.validate(twin, schema)

@@ -413,7 +413,7 @@ class _Sink:
     def __init__(self) -> None:
         self.rows: dict[str, list[Any]] = {}
 
-    def open_table(self, name: str, columns: Any) -> Any:
+    def open_table(self, name: str, columns: Any, kinds: Any = None) -> Any:
         rows = self.rows.setdefault(name, [])
 
         class _W:

@@ -45,7 +45,8 @@ def test_a_retried_sql_collection_resumes_after_the_tables_already_exported(retr
     assert set(before) <= set(resumed) and "call_records" not in resumed
     assert all(read.count(t) == 1 for t in resumed) and read.count("call_records") == 2
     assert set(read) == set(tables)
-    if not app.extensions["dsr"].runtime.datamap.stores["portal_db"].connection["url"].startswith("postgresql"):
+    store = app.extensions["dsr"].runtime.datamap.stores["portal_db"].resolved()
+    if not store.connection["url"].startswith("postgresql"):
         assert read == [*before, "call_records", *tables[tables.index("call_records"):]]  # one by one
     assert set(portal["counts"]["found"]) == set(tables)
     assert "payment_methods" in portal["counts"]["redactions"]  # kept from the first attempt

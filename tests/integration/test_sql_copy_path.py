@@ -27,8 +27,8 @@ class _RowsOnly:
     def __init__(self, inner: CsvDirectorySink) -> None:
         self.inner = inner
 
-    def open_table(self, name, columns):  # type: ignore[no-untyped-def]
-        return self.inner.open_table(name, columns)
+    def open_table(self, name, columns, kinds=None):  # type: ignore[no-untyped-def]
+        return self.inner.open_table(name, columns, kinds)
 
     def add_file(self, table, name, content):  # type: ignore[no-untyped-def]
         self.inner.add_file(table, name, content)

@@ -152,10 +152,29 @@ def test_invalid_yaml_and_a_missing_file_are_reported(tmp_path):
         _load(tmp_path / "missing.yaml")
 
 
-def test_a_connection_variable_without_default_must_be_set(tmp_path):
+def test_a_connection_variable_is_read_where_the_store_is_used_not_when_the_map_is_loaded(tmp_path, monkeypatch):
+    """The web tier loads the map too, but needs no database password: an unset variable is named
+    when the store's connector is built (a worker), with the store."""
+    from dsr.datamap import UnsetVariable
+    from dsr.stores import ConnectorContext
+    from dsr.stores.sql import SqlConnector
+
+    monkeypatch.delenv("DSR_UNSET_PW", raising=False)
     data = copy.deepcopy(DEFAULT)
-    data["stores"]["portal_db"]["connection"]["url"] = "${DSR_UNSET_STORE_URL}"
-    with pytest.raises(DataMapError, match="DSR_UNSET_STORE_URL is not set"):
+    data["stores"]["portal_db"]["connection"]["url"] = "postgresql://u:${DSR_UNSET_PW}@db.example/portal"
+    store = _load(_write(tmp_path, data)).stores["portal_db"]
+    assert store.variables == {"url": ("DSR_UNSET_PW",)}
+    with pytest.raises(UnsetVariable, match=r"^store portal_db: the environment variable DSR_UNSET_PW "
+                                            r"\(in connection.url\) is not set in this process$"):
+        SqlConnector(store, ConnectorContext(tmp_path))
+    resolved = store.resolved({"DSR_UNSET_PW": "pw"})
+    assert SqlConnector(resolved, ConnectorContext(tmp_path)).store.connection["url"] == "postgresql://u:pw@db.example/portal"
+
+
+def test_a_dollar_brace_that_is_no_variable_is_refused(tmp_path):
+    data = copy.deepcopy(DEFAULT)
+    data["stores"]["portal_db"]["connection"]["url"] = "postgresql://u:${db_password}@db.example/portal"
+    with pytest.raises(DataMapError, match=r"stores.portal_db.connection.url: holds a \$\{ that is not a variable"):
         _load(_write(tmp_path, data))
 
 
@@ -224,3 +243,15 @@ def test_cli_show(monkeypatch, tmp_path):
     monkeypatch.setenv("DSR_INSTANCE_DIR", str(tmp_path))
     result = CliRunner().invoke(main, ["datamap", "show", "--format", "csv", "--locale", "en"])
     assert result.exit_code == 0 and "Invoices and bookings" in result.output
+
+
+def test_cli_check_names_the_variables_this_process_lacks_and_who_needs_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("DSR_INSTANCE_DIR", str(tmp_path))
+    monkeypatch.delenv("DSR_UNSET_PW", raising=False)
+    monkeypatch.delenv("DSR_VONAGE_SECRET", raising=False)
+    data = copy.deepcopy(DEFAULT)
+    data["stores"]["portal_db"]["connection"]["url"] = "postgresql://u:${DSR_UNSET_PW}@db.example/portal"
+    result = CliRunner().invoke(main, ["datamap", "check", str(_write(tmp_path, data))])
+    assert result.exit_code == 0 and "valid" in result.output
+    assert "DSR_UNSET_PW is not set here (needed by: worker)" in result.output
+    assert "DSR_VONAGE_SECRET is not set here (needed by: web, worker)" in result.output

@@ -189,13 +189,13 @@ def test_the_proposed_stanza_loads_in_the_default_map(world):
     datamap = world.datamap()
     media = datamap.stores["media"]
     assert media.connector == "files"
-    assert media.connection["root"] == str(world.root)
+    assert media.resolved().connection["root"] == str(world.root)  # variables are read where used
     assert set(media.tables) == {"voicemails", "recordings", "attachments"}
     assert FilesConnector.validate_links(media, datamap.stores) == []
     # Without the variable the folder is in the instance folder.
     default = parse(yaml.safe_load(map_text()), source=None, instance_dir=world.tmp,
                     environ={"DSR_PORTAL_DB_URL": world.url}, validate_store=validate_store)
-    assert default.stores["media"].connection["root"] == f"{world.tmp}/media"
+    assert default.stores["media"].resolved().connection["root"] == f"{world.tmp}/media"
 
 
 def test_the_demo_gives_max_voicemails_a_recording_and_attachments(world):

@@ -9,6 +9,7 @@ import random
 
 from dsr.exports.csv_files import CsvTableWriter, unguarded
 from dsr.exports.json_files import JsonTwin, csv_to_json, records
+from dsr.stores.base import JsonText
 
 AWKWARD = ["", "a", "=1+2", "-x", "'=x", "@x", "+49", "a,b", 'q"q', "line\nbreak", "cr\rx", "\ttab", "ü €",
            "back\\slash", "\x01ctl", None, "'", "\u2028", '""']
@@ -65,3 +66,47 @@ def test_empty_table_and_last_row_without_line_end(tmp_path):
     twin.close()
     assert json.loads((tmp_path / "n.json").read_bytes()) == {"columns": ["id", "name"],
                                                               "rows": [["1", "x"], ["2", None]]}
+
+
+def test_typed_columns_are_json_numbers_booleans_and_null_however_the_bytes_arrive(tmp_path):
+    """Each block takes the fast path or the slow one; both write the same value the same way. A cell
+    that is not what its kind says (SQLite keeps "abc" in an INTEGER column) is written as text."""
+    rng = random.Random(5)
+    kinds = ["integer", "number", "boolean", "string", "decimal", "date-time"]
+    writer = CsvTableWriter(tmp_path / "t.csv", ["i", "n", "b", "s", "d", "t"], kinds)  # type: ignore[arg-type]
+    odd = [["007", "1e5x", "yes", "=x", "1.50", "2026-01-01T00:00:00+00:00"]]
+    rows = [[rng.choice([i, -i, None]), rng.choice([1.5, -0.25, 1e-07, 3, None]), rng.choice([True, False, None]),
+             rng.choice(AWKWARD if i % 50 == 0 else ["plain", "", None, "-minus"]), rng.choice(["19.90", None]),
+             "2026-03-08T16:15:10+00:00"] for i in range(4000)]
+    for start in range(0, len(rows), 250):
+        writer.write(rows[start:start + 250] + (odd if start == 1000 else []))
+    writer.close()
+    csv_to_json(tmp_path / "t.csv", tmp_path / "t.json")  # the kinds noted beside the CSV
+    doc = json.loads((tmp_path / "t.json").read_text(encoding="utf-8"))
+    expected = [[r[0], r[1], r[2], unguarded(r[3]) if r[3] else None, r[4], r[5]] for r in rows[:1250]]
+    assert doc["rows"][:1250] == expected
+    assert doc["rows"][1250] == ["007", "1e5x", "yes", "=x", "1.50", "2026-01-01T00:00:00+00:00"]
+    data = (tmp_path / "t.csv").read_bytes()
+    twin = JsonTwin(tmp_path / "s.json", kinds=kinds)  # type: ignore[arg-type]
+    position = 3
+    while position < len(data):
+        size = rng.randint(1, 3000)
+        twin.feed(data[position:position + size])
+        position += size
+    twin.close()
+    assert (tmp_path / "s.json").read_bytes() == (tmp_path / "t.json").read_bytes()
+
+
+def test_a_column_of_one_typed_value_and_values_of_any_json_type(tmp_path):
+    writer = CsvTableWriter(tmp_path / "o.csv", ["n"], ["integer"])
+    writer.write([[1], [None], [3]])
+    writer.close()
+    csv_to_json(tmp_path / "o.csv", tmp_path / "o.json")
+    assert json.loads((tmp_path / "o.json").read_bytes())["rows"] == [[1], [None], [3]]
+    writer = CsvTableWriter(tmp_path / "a.csv", ["x", "y", "z", "w"], ["any", "any", "any", "any"])
+    writer.write([[1, 1, True, JsonText('{"a": [1, 2]}')], [2.5, "1", None, JsonText("[]")]])
+    writer.close()
+    csv_to_json(tmp_path / "a.csv", tmp_path / "a.json")
+    # Numbers stay numbers; a column of numbers and text is text (the CSV cannot tell 1 from "1").
+    assert json.loads((tmp_path / "a.json").read_bytes())["rows"] == [[1, "1", True, {"a": [1, 2]}],
+                                                                      [2.5, "1", None, []]]

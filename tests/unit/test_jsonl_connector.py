@@ -45,7 +45,7 @@ class ListSink:
     def __init__(self) -> None:
         self.tables: list[Writer] = []
 
-    def open_table(self, name: str, columns: Sequence[str]) -> Writer:
+    def open_table(self, name: str, columns: Sequence[str], kinds: Any = None) -> Writer:
         self.tables.append(Writer(name, columns))
         return self.tables[-1]
 
@@ -310,7 +310,7 @@ def test_booleans_stay_json_and_numbers_stay_numbers(tmp_path: Path) -> None:
     write(tmp_path / "access.log", [line(1, MAX, cached=True, ms=12.5, tags=["a", "b"])])
     writer, _ = collect(store(tmp_path), Subject({"email": MAX}))
     (row,) = writer.rows
-    assert (row["cached"], row["ms"], row["status"], row["tags"]) == ("true", 12.5, 200, '["a", "b"]')
+    assert (row["cached"], row["ms"], row["status"], row["tags"]) == (True, 12.5, 200, '["a", "b"]')
 
 
 # --- streaming -------------------------------------------------------------------------------
@@ -322,7 +322,7 @@ class CountingSink:
     def __init__(self) -> None:
         self.rows = 0
 
-    def open_table(self, name: str, columns: Sequence[str]) -> CountingSink:
+    def open_table(self, name: str, columns: Sequence[str], kinds: Any = None) -> CountingSink:
         return self
 
     def write(self, rows: Sequence[Sequence[Any]]) -> None:
@@ -666,3 +666,23 @@ def test_parsing_only_lines_that_hold_a_value_finds_exactly_what_parsing_every_l
         found = {p: [r["n"] for r in collect(store(tmp_path, identities=ids, prefilter=p), subject)[0].rows]
                  for p in (True, False)}
         assert found[True] == found[False] and found[True], (subject, found)
+
+
+def test_the_json_twin_keeps_the_lines_json_types(tmp_path: Path) -> None:
+    """Numbers, booleans, null and nested objects stay so in the package's JSON (Art. 20); a field
+    whose lines hold different types is text there, so no value gets a type it did not have."""
+    from dsr.exports.csv_files import CsvDirectorySink
+    from dsr.exports.json_files import add_json, records
+
+    write(tmp_path / "access.log", [line(1, MAX, cached=True, ms=12.5, tags=["a", "b"], code="7", mixed=1),
+                                    line(2, MAX, cached=False, ms=3, code="08", mixed="x", geo={"cc": "DE"})])
+    out = tmp_path / "out"
+    connect(store(tmp_path)).collect(Subject({"email": MAX}), CsvDirectorySink(out))
+    add_json(out)
+    first, second = records(json.loads((out / "requests.json").read_text(encoding="utf-8")))
+    assert (first["log_line"], first["status"], first["cached"], first["ms"], first["tags"]) == (1, 200, True, 12.5,
+                                                                                               ["a", "b"])
+    assert (second["cached"], second["ms"], second["account"]) == (False, 3, None)
+    assert (first["code"], second["code"]) == ("7", "08")  # text stays text, though it looks like a number
+    assert (first["mixed"], second["mixed"]) == ("1", "x")
+    assert (first["geo"], second["geo"]) == (None, {"cc": "DE"})  # an object, not its JSON text

@@ -45,7 +45,7 @@ class _Table:
 
 
 class _Sink:
-    def open_table(self, name: str, columns: Any) -> _Table:
+    def open_table(self, name: str, columns: Any, kinds: Any = None) -> _Table:
         self.table = _Table()
         return self.table
 

@@ -236,7 +236,7 @@ class _Sink:
         self.batches: list[tuple[str, int]] = []
         self.closed: list[str] = []
 
-    def open_table(self, name: str, columns: Any) -> _Writer:
+    def open_table(self, name: str, columns: Any, kinds: Any = None) -> _Writer:
         self.columns[name], self.rows[name] = list(columns), []
         return _Writer(self, name)
 
