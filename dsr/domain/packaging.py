@@ -3,6 +3,7 @@ dictionary and JSON Schemas, and a manifest of every file's size and SHA-256 (AC
 
 from __future__ import annotations
 
+import csv
 import functools
 import json
 import logging
@@ -128,6 +129,16 @@ def _write_documentation(docs: Path, data_dictionary: dict[str, Any]) -> None:
     docs.mkdir(parents=True, exist_ok=True)
     (docs / "data-dictionary.json").write_text(json.dumps(data_dictionary, indent=2, ensure_ascii=False),
                                                encoding="utf-8")
+    # The companion of the CSV headers for people with a spreadsheet: every file's columns, each with its
+    # name in words (de/en) and what it holds.
+    with (docs / "columns.csv").open("w", encoding="utf-8-sig", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["file", "column", "label_de", "label_en", "description_de", "description_en"])
+        for path, entry in data_dictionary["files"].items():
+            for column, info in entry["columns"].items():
+                label, meaning = info.get("label") or {}, info.get("description") or info.get("category_title") or {}
+                writer.writerow([path, column, label.get("de", column), label.get("en", column),
+                                 meaning.get("de", ""), meaning.get("en", "")])
     for name, schema in schemas(data_dictionary):
         target = docs / "schemas" / name
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -237,6 +237,10 @@ def _table_entry(datamap: DataMap, store: Store | None, table: str, columns: lis
                  kinds: Sequence[ColumnKind] | None = None) -> dict[str, Any]:
     spec = store.tables.get(table) if store else None
     entry: dict[str, Any] = {"json": f"{table}.json", "columns": {}}
+    # Names as a subject reads them (the data map's labels), the raw name where none is given.
+    if store is not None:
+        entry["store_label"] = dict(store.label or store.description)
+    entry["label"] = dict(spec.label) if spec is not None and spec.label else {"de": table, "en": table}
     if spec is not None:
         category = datamap.categories.get(spec.category)
         entry["category"] = spec.category
@@ -247,7 +251,8 @@ def _table_entry(datamap: DataMap, store: Store | None, table: str, columns: lis
         rule = spec.rule(column) if spec else None
         category = datamap.categories.get(rule.category) if rule else None
         kind: ColumnKind = kinds[i] if kinds is not None else "string"
-        info: dict[str, Any] = {"category": rule.category if rule else None,
+        info: dict[str, Any] = {"label": dict(rule.label) if rule and rule.label else {"de": column, "en": column},
+                                "category": rule.category if rule else None,
                                 "category_title": dict(category.title) if category else None,
                                 "type": disclosed_kind(rule, kind) if rule else kind}
         if rule and rule.description:
@@ -279,7 +284,9 @@ def json_schema(entry: dict[str, Any], title: str) -> dict[str, Any]:
     columns = list(entry["columns"])
     cells = []
     for column, info in entry["columns"].items():
-        text = (info.get("description") or info.get("category_title") or {}).get("en")
+        meaning = (info.get("description") or info.get("category_title") or {}).get("en")
+        label = (info.get("label") or {}).get("en")
+        text = ": ".join(t for t in (label if label != column else None, meaning) if t)
         cells.append({"title": column, **_TYPES.get(info.get("type", "string"), _TYPES["string"]),
                       **({"description": text} if text else {})})
     return {"$schema": JSON_SCHEMA, "title": title, "type": "object", "required": ["columns", "rows"],

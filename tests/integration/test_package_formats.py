@@ -32,7 +32,7 @@ def test_every_table_comes_as_csv_and_json_with_schema_and_dictionary(client, au
     with zipfile.ZipFile(io.BytesIO(client.get(url.replace("http://localhost", "")).data)) as package:
         names = set(package.namelist())
         dictionary = json.loads(package.read("documentation/data-dictionary.json"))
-        csvs = sorted(n for n in names if n.endswith(".csv"))
+        csvs = sorted(n for n in names if n.endswith(".csv") and not n.startswith("documentation/"))
         assert csvs and set(dictionary["files"]) == set(csvs)
         for name in csvs:
             text = package.read(name).decode("utf-8")
@@ -49,6 +49,15 @@ def test_every_table_comes_as_csv_and_json_with_schema_and_dictionary(client, au
         assert calls["category"] == "comm_traffic" and calls["title"]["de"].startswith("Verkehrsdaten")
         assert calls["columns"]["to_number"]["masked"]["how"] == "last3"
         assert "password_hash" not in dictionary["files"]["portal_db/accounts.csv"]["columns"]
+        # Names in words, from the data map's labels (issue 12.4), in the dictionary and the companion of
+        # the CSV headers a spreadsheet user reads.
+        assert calls["label"] == {"de": "Anrufe", "en": "Calls"}
+        assert calls["columns"]["to_number"]["label"] == {"de": "An Rufnummer", "en": "To number"}
+        companion = list(csv.DictReader(io.StringIO(package.read("documentation/columns.csv").decode("utf-8-sig"))))
+        assert {(r["file"], r["column"]) for r in companion} == {
+            (f, c) for f, entry in dictionary["files"].items() for c in entry["columns"]}
+        mfa = next(r for r in companion if r["column"] == "mfa_enabled")
+        assert mfa["label_en"] != "mfa_enabled" and mfa["label_de"] != "mfa_enabled"
         report = package.read("report.pdf")  # at the top of the package, where a person looks first
         assert report.startswith(b"%PDF")
         manifest = json.loads(package.read("manifest.json"))
