@@ -1,7 +1,7 @@
 """The connector contract, and the registry that finds a connector by its data map type name.
 
-A connector finds one subject's data in one store. It can ``collect`` (and later ``erase``,
-``rectify``, ``restrict``); what a store cannot do raises ``NotSupported``. Every operation must be
+A connector finds one subject's data in one store. It can ``collect``, ``preview`` and ``erase`` (and
+later ``rectify``, ``restrict``); what a store cannot do raises ``NotSupported``. Every operation must be
 idempotent: a retried job runs it again. Each connector declares the settings it reads from the
 data map (``connection``, identity lookups, per-table options) as marshmallow schemas, so
 ``dsr datamap check`` validates them with file and line before anything runs.
@@ -108,6 +108,55 @@ class TableSink(Protocol):
     def add_file(self, table: str, name: str, content: BinaryIO) -> None: ...
 
 
+# --- erasure (Art. 17) ---------------------------------------------------------------------------
+# The domain decides per table what erasure does to the subject's records (the category's policy, the
+# contract, statutory retention); a connector carries it out set-based and counts, never one statement
+# per record, never recording a value. ``preview`` counts what ``erase`` would do and changes nothing.
+ErasureMethod = Literal["delete", "null", "retain"]
+
+
+@dataclass(frozen=True)
+class TableErasure:
+    """What to do with the subject's records of one table. ``null``: set ``fields`` to NULL, or to the
+    value ``replacements`` names (a NOT NULL column); ``retain``: keep them and count them."""
+
+    method: ErasureMethod
+    fields: tuple[str, ...] = ()
+    replacements: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ErasureCount:
+    """One table's outcome, in records: found (the subject's, before), deleted, changed (fields nulled
+    or replaced), retained (kept, e.g. under a statutory duty)."""
+
+    found: int = 0
+    deleted: int = 0
+    changed: int = 0
+    retained: int = 0
+
+
+@dataclass
+class ErasureResult:
+    tables: dict[str, ErasureCount] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # for the DPO office, like CollectResult.notes
+
+    @property
+    def touched(self) -> int:
+        """Records deleted or changed."""
+        return sum(c.deleted + c.changed for c in self.tables.values())
+
+
+class TooMany(Exception):
+    """An erasure would touch more records of a store than the bound allows: nothing was changed, a
+    person must look (a broad identity, a wrong key)."""
+
+    def __init__(self, store: str, touched: int, bound: int) -> None:
+        super().__init__(f"store {store}: erasure would delete or change {touched} records, more than the bound "
+                         f"of {bound}; nothing was changed")
+        self.store, self.touched, self.bound = store, touched, bound
+
+
 @dataclass
 class CollectResult:
     found: dict[str, int] = field(default_factory=dict)  # table -> records
@@ -177,6 +226,16 @@ class Connector:
 
     def collect(self, subject: Subject, sink: TableSink, progress: Progress | None = None) -> CollectResult:
         raise NotSupported(f"{self.type_name} cannot collect")
+
+    def preview(self, subject: Subject, plan: Mapping[str, TableErasure]) -> ErasureResult:
+        """What ``erase`` would do with ``plan`` (table -> what to do), counted; changes nothing."""
+        raise NotSupported(f"{self.type_name} cannot preview an erasure")
+
+    def erase(self, subject: Subject, plan: Mapping[str, TableErasure], *, bound: int | None = None) -> ErasureResult:
+        """Carry out ``plan`` for the subject's records: idempotent (a second run finds nothing more to
+        do and says so), all or nothing per store where the store allows it. Raises ``TooMany`` before
+        changing anything when more than ``bound`` records would be deleted or changed."""
+        raise NotSupported(f"{self.type_name} cannot erase")
 
     def names(self, source: str) -> list[str]:
         """The values of ``table.column`` in this store: the names a ``mask: names`` field cuts out of
