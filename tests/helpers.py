@@ -47,11 +47,11 @@ def without_processor(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_zip(data: bytes) -> dict[str, list[dict[str, str]]]:
-    """CSV tables by archive path, each as a list of row dicts."""
+    """The data tables (CSV) by archive path, each as a list of row dicts (not documentation/*.csv)."""
     tables = {}
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         for name in archive.namelist():
-            if name.endswith(".csv"):
+            if name.endswith(".csv") and not name.startswith("documentation/"):
                 text = archive.read(name).decode("utf-8-sig")
                 tables[name] = list(csv.DictReader(io.StringIO(text)))
     return tables

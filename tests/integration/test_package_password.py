@@ -312,8 +312,9 @@ def test_the_openapi_document_describes_the_option_and_the_release(client):
                          ("/api/v1/requests/{request_id}/delivery", "put")):
         assert {"bearerAuth": []} in paths[path][method]["security"]
         assert {"401", "404", "409"} <= set(paths[path][method]["responses"])
-    intake = paths["/api/v1/requests"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
-    assert "delivery" in doc["components"]["schemas"][intake.rsplit("/", 1)[-1]]["properties"]
+    shapes = paths["/api/v1/requests"]["post"]["requestBody"]["content"]["application/json"]["schema"]["oneOf"]
+    for shape in shapes:  # with a package (may be protected) and without (password_protected only false)
+        assert "delivery" in doc["components"]["schemas"][shape["$ref"].rsplit("/", 1)[-1]]["properties"]
 
 
 # --- configuration ------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ def test_the_demo_simulator_starts_on_a_free_port_when_the_old_one_is_taken(old_
         with urllib.request.urlopen(f"{handle.url}/discovery", timeout=5) as answer:  # noqa: S310 (loopback)
             assert answer.status == 200 and json.load(answer)
         # The data map the demo loads sends the Vonage store's requests to this simulator.
-        assert load_datamap(Settings()).stores["vonage"].connection["url"] == handle.url
+        assert load_datamap(Settings()).stores["vonage"].setting("url") == handle.url
     finally:
         handle.shutdown()
 
