@@ -146,7 +146,8 @@ def _rule(column: str, spec: dict[str, Any], category: str, lists: dict[str, Any
 
 
 def _erasure(e: dict[str, Any] | None) -> Erasure | None:
-    return None if e is None else Erasure(e["method"], tuple(e["fields_"]), e["reason"], e["until"])
+    return None if e is None else Erasure(e["method"], tuple(e["fields_"]), e["reason"], e["until"],
+                                      dict(e["replacements"]))
 
 
 def _cross_check(m: DataMap) -> Iterator[tuple[str, str]]:

@@ -164,6 +164,7 @@ class Erasure:
     fields: tuple[str, ...] = ()
     reason: Localized | None = None
     until: str | None = None
+    replacements: Mapping[str, Any] = field(default_factory=dict)  # column -> value written instead of NULL
 
 
 @dataclass(frozen=True)

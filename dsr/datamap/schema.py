@@ -191,11 +191,17 @@ class ErasureSchema(_Strict):
     fields_ = fields.List(fields.String(), data_key="fields", load_default=list)
     reason = Localized(load_default=None)
     until = fields.String(load_default=None, validate=NAME)  # retention rule that ends the retention
+    # column -> the value written instead of NULL (a NOT NULL column of a store kept as it is)
+    replacements = fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True), load_default=dict)
 
     @validates_schema
     def _consistent(self, data: dict[str, Any], **_: Any) -> None:
         if data["method"] in ("null", "pseudonymise") and not data["fields_"]:
             raise ValidationError(f"method {data['method']} needs the fields it changes", "fields")
+        if data["replacements"] and data["method"] != "null":
+            raise ValidationError("replacements are for method null", "replacements")
+        if stray := sorted(set(data["replacements"]) - set(data["fields_"])):
+            raise ValidationError(f"not among the fields changed: {', '.join(stray)}", "replacements")
         if data["method"] == "retain" and not (data.get("reason") and data.get("until")):
             raise ValidationError("retain needs a reason and the retention rule it lasts until (until)", "reason")
 

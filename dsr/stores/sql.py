@@ -8,8 +8,9 @@ nested ``IN (SELECT ...)``, and streamed in batches through a server-side cursor
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -27,14 +28,23 @@ from sqlalchemy import (
     Numeric,
     String,
     Table,
+    and_,
     cast,
+    delete,
+    exists,
     false,
     func,
     inspect,
+    not_,
     or_,
     select,
+    true,
+    update,
 )
-from sqlalchemy.exc import NoSuchTableError, OperationalError, SQLAlchemyError
+from sqlalchemy import column as column_clause
+from sqlalchemy import table as table_clause
+from sqlalchemy.exc import IntegrityError, NoSuchTableError, OperationalError, SQLAlchemyError
+from sqlalchemy.sql.expression import FromClause
 
 from dsr.db import make_engine
 from dsr.stores import copy_sql
@@ -42,12 +52,21 @@ from dsr.stores.base import (
     CollectResult,
     ColumnKind,
     Connector,
+    ErasureCount,
+    ErasureResult,
     Progress,
     StoreUnavailable,
     Subject,
+    TableErasure,
     TableSink,
+    TooMany,
     register,
 )
+
+
+class ErasurePlanError(ValueError):
+    """The store cannot carry out an erasure plan as given (an unknown table or column, a NOT NULL column
+    without a replacement, kept records that a foreign key ties to deleted ones): nothing was changed."""
 
 
 class _Connection(Schema):
@@ -112,6 +131,7 @@ class SqlConnector(Connector):
         super().__init__(*args, **kwargs)
         self._engine: Engine | None = None
         self._tables: dict[str, Table] = {}
+        self._foreign_keys: list[_ForeignKey] | None = None
 
     @classmethod
     def validate(cls, store: Any) -> list[tuple[str, str]]:
@@ -368,6 +388,186 @@ class SqlConnector(Connector):
                                                       self._stored_zone))
         return rows
 
+    # --- erasure -------------------------------------------------------------------------------
+    def preview(self, subject: Subject, plan: Mapping[str, TableErasure]) -> ErasureResult:
+        return self._erasure(subject, plan, bound=None, apply=False)
+
+    def erase(self, subject: Subject, plan: Mapping[str, TableErasure], *, bound: int | None = None) -> ErasureResult:
+        return self._erasure(subject, plan, bound=bound, apply=True)
+
+    def erasure_order(self) -> list[str]:
+        """The store's tables, each before the tables it refers to (children before parents): a child's
+        membership is a sub-select on its parent's rows, so the parent must still be as it was.
+
+        The data map's ``references`` decide; the database's own foreign keys add edges where they do
+        not contradict the map (``agent_notes.ticket_id -> support_tickets.id`` is a key the map does
+        not use, but deleting the tickets first would violate it). Ties keep the map's order."""
+        names = list(self.store.tables)
+        before: dict[str, set[str]] = {n: set() for n in names}  # table -> tables it must precede
+        for name in names:
+            before[name].update(o for _c, o, _oc in _references(self.store.tables[name].options) if o != name)
+        for fk in self._foreign_key_list():
+            if fk.child in before and fk.parent in before and fk.child != fk.parent \
+                    and not _precedes(before, fk.parent, fk.child):
+                before[fk.child].add(fk.parent)
+        waiting = {n: sum(n in before[m] for m in names) for n in names}  # how many must come first
+        order: list[str] = []
+        ready = [n for n in names if not waiting[n]]
+        while ready:
+            name = ready.pop(0)
+            order.append(name)
+            for other in sorted(before[name], key=names.index):
+                waiting[other] -= 1
+                if not waiting[other]:
+                    ready.append(other)
+            ready.sort(key=names.index)
+        return order  # complete: validate() refuses cycles among references, FK edges never make one
+
+    def _erasure(self, subject: Subject, plan: Mapping[str, TableErasure], *, bound: int | None,
+                 apply: bool) -> ErasureResult:
+        try:
+            tables = self._reflect()
+            self._check_plan(plan, tables)
+            order = [name for name in self.erasure_order() if name in plan]
+            # One transaction for the whole store (SQLite: BEGIN IMMEDIATE, so no writer slips in between
+            # counting and changing). A preview leaves it by rolling back.
+            with self.engine.connect() as conn, conn.begin() as tx:
+                result = self._erase_in(conn, subject, plan, order, tables, bound, apply)
+                if apply:
+                    tx.commit()
+                else:
+                    tx.rollback()
+                return result
+        except IntegrityError as exc:
+            raise ErasurePlanError(f"store {self.store.name}: the erasure was rolled back, nothing changed: "
+                                   f"{exc.orig or exc}") from exc
+        except (OperationalError, StoreUnavailable) as exc:
+            self.close()  # the next attempt connects and reflects afresh
+            if isinstance(exc, StoreUnavailable):
+                raise
+            raise StoreUnavailable(f"store {self.store.name}: {exc.orig or exc}") from exc
+
+    def _check_plan(self, plan: Mapping[str, TableErasure], tables: Mapping[str, Table]) -> None:
+        """Refuse, before any statement, what would fail halfway: a NULL for a NOT NULL column fails
+        only at the UPDATE, after other tables have changed (which the rollback would undo, but a clear
+        message naming the column is worth more than the database's)."""
+        for name, step in plan.items():
+            if name not in self.store.tables:
+                raise ErasurePlanError(f"store {self.store.name}: no table {name!r} in the data map")
+            if step.method not in ("delete", "null", "retain"):
+                raise ErasurePlanError(f"store {self.store.name}: table {name}: unknown method {step.method!r}")
+            if step.method != "null":
+                continue
+            if not step.fields:
+                raise ErasurePlanError(f"store {self.store.name}: table {name}: null needs the fields it changes")
+            t = tables[name]
+            for col in (*step.fields, *step.replacements):
+                if col not in t.c:
+                    raise ErasurePlanError(f"store {self.store.name}: table {name} has no column {col!r}")
+            for col in step.replacements:
+                if col not in step.fields:
+                    raise ErasurePlanError(f"store {self.store.name}: table {name}: a replacement for "
+                                           f"{col!r}, which is not among the fields changed")
+            for col in step.fields:
+                if not t.c[col].nullable and step.replacements.get(col) is None:
+                    raise ErasurePlanError(f"store {self.store.name}: table {name}: column {col} is NOT NULL; "
+                                           "name a replacement value for it (erasure: replacements)")
+
+    def _erase_in(self, conn: Any, subject: Subject, plan: Mapping[str, TableErasure], order: list[str],
+                  tables: Mapping[str, Table], bound: int | None, apply: bool) -> ErasureResult:
+        wheres = {name: self.membership(name, subject) for name in order}
+        # Every count before any change: a parent's membership is intact, and the bound is checked
+        # before the first statement.
+        counts: dict[str, ErasureCount] = {}
+        for name in order:
+            step, t, where = plan[name], tables[name], wheres[name]
+            found = _count(conn, t, where)
+            if step.method == "delete":
+                counts[name] = ErasureCount(found=found, deleted=found)
+            elif step.method == "null":
+                counts[name] = ErasureCount(found=found, changed=_count(conn, t, and_(where, _differs(t, step))))
+            else:
+                counts[name] = ErasureCount(found=found, retained=found)
+        self._check_kept_references(conn, plan, tables, wheres)
+        result = ErasureResult(counts, self._notes(plan, counts))
+        touched = result.touched
+        if not apply:
+            return result
+        if bound is not None and touched > bound:
+            raise TooMany(self.store.name, touched, bound)
+        done = 0
+        for name in order:
+            step, t, where = plan[name], tables[name], wheres[name]
+            if step.method == "delete":
+                rows = conn.execute(delete(t).where(where)).rowcount
+                counts[name] = ErasureCount(found=counts[name].found, deleted=rows)
+            elif step.method == "null":
+                values = {col: step.replacements.get(col) for col in step.fields}
+                # Only records still holding a value: a second run changes (and counts) nothing.
+                rows = conn.execute(update(t).where(and_(where, _differs(t, step))).values(values)).rowcount
+                counts[name] = ErasureCount(found=counts[name].found, changed=rows)
+            else:
+                continue
+            done += rows
+            if bound is not None and done > bound:  # rows another writer added since the count
+                raise TooMany(self.store.name, done, bound)
+        return ErasureResult(counts, result.notes)
+
+    def _check_kept_references(self, conn: Any, plan: Mapping[str, TableErasure], tables: Mapping[str, Table],
+                               wheres: Mapping[str, ColumnElement[bool]]) -> None:
+        """A record the erasure keeps must not refer (by a foreign key of the database) to a record it
+        deletes: the DELETE would fail, or leave a dangling reference where the key is not enforced.
+        Tables outside the data map count too (a files store's index of the subject's attachments)."""
+        for fk in self._foreign_key_list():
+            if fk.parent not in plan or plan[fk.parent].method != "delete":
+                continue
+            parent = tables[fk.parent]
+            child: FromClause = tables[fk.child] if fk.child in tables else table_clause(
+                fk.child, *(column_clause(c) for c in fk.columns))
+            doomed = exists(select(1).select_from(parent).where(
+                wheres[fk.parent], *(parent.c[pc] == child.c[cc] for cc, pc in zip(fk.columns, fk.referred,
+                                                                                  strict=True))))
+            step = plan.get(fk.child)
+            if step is not None and (step.method == "delete" or (
+                    step.method == "null" and set(fk.columns) <= set(step.fields))):
+                resolved: ColumnElement[bool] = wheres[fk.child]
+            else:
+                resolved = false()
+            kept = _count(conn, child, and_(doomed, not_(resolved)))
+            if kept:
+                columns = ", ".join(f"{fk.child}.{c}" for c in fk.columns)
+                raise ErasurePlanError(
+                    f"store {self.store.name}: {kept} record(s) of {fk.child} that this erasure keeps refer to "
+                    f"the subject's {fk.parent} records it deletes ({columns}); erase or null those first "
+                    f"(a table outside the data map: erase the store that holds it first); nothing was changed")
+
+    def _notes(self, plan: Mapping[str, TableErasure], counts: Mapping[str, ErasureCount]) -> list[str]:
+        """Records kept whose way to the subject is deleted: a later search (the retention run) cannot
+        find them through it any more."""
+        notes = []
+        for name, step in plan.items():
+            if step.method == "delete" or not counts[name].found:
+                continue
+            for _column, other, _other_column in _references(self.store.tables[name].options):
+                if other in plan and plan[other].method == "delete" and counts[other].found:
+                    notes.append(f"{name}: {counts[name].found} record(s) kept, but the {other} records they "
+                                 "belong to are deleted: they can no longer be found through them")
+        return notes
+
+    def _foreign_key_list(self) -> list[_ForeignKey]:
+        """The database's single-schema foreign keys that point at a table of the data map."""
+        if self._foreign_keys is None:
+            try:
+                found = inspect(self.engine).get_multi_foreign_keys()
+            except SQLAlchemyError as exc:
+                raise StoreUnavailable(f"store {self.store.name}: {exc}") from exc
+            self._foreign_keys = [
+                _ForeignKey(child, fk["referred_table"], tuple(fk["constrained_columns"]),
+                            tuple(fk["referred_columns"]))
+                for (_schema, child), keys in found.items() for fk in keys
+                if fk["referred_table"] in self.store.tables and fk["referred_schema"] in (None, _schema)]
+        return self._foreign_keys
+
     def warm(self) -> None:
         """Reflect the store's tables now and close the connections (a worker does this before it forks
         its work horses, which then start with the tables known). Raises StoreUnavailable."""
@@ -382,7 +582,39 @@ class SqlConnector(Connector):
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
-        self._engine, self._tables = None, {}
+        self._engine, self._tables, self._foreign_keys = None, {}, None
+
+
+@dataclass(frozen=True)
+class _ForeignKey:
+    child: str
+    parent: str
+    columns: tuple[str, ...]
+    referred: tuple[str, ...]
+
+
+def _precedes(before: Mapping[str, set[str]], first: str, then: str) -> bool:
+    """Whether ``first`` must already come before ``then`` (a path in the graph)."""
+    seen, todo = set(), [first]
+    while todo:
+        name = todo.pop()
+        if name == then:
+            return True
+        if name not in seen:
+            seen.add(name)
+            todo.extend(before.get(name, ()))
+    return False
+
+
+def _count(conn: Any, t: FromClause, where: ColumnElement[bool]) -> int:
+    return int(conn.execute(select(func.count()).select_from(t).where(where)).scalar_one())
+
+
+def _differs(t: Table, step: TableErasure) -> ColumnElement[bool]:
+    """Records where a field does not hold its erased value yet (NULL, or the replacement)."""
+    conditions = [t.c[col].is_not(None) if step.replacements.get(col) is None
+                  else t.c[col].is_distinct_from(step.replacements[col]) for col in step.fields]
+    return or_(*conditions) if conditions else true()
 
 
 def column_kind(kind: Any) -> ColumnKind:

@@ -124,7 +124,25 @@ BROKEN = [
                                  "reason": {"de": "x", "en": "x"}}),
                  "stores.web_logs.tables.requests.fields.user_agent.names_from", "cannot look up names",
                  ("user_agent", "fields"), id="names-mask-in-a-log-store"),
+    pytest.param(lambda d: _tables(d)["invited_users"].update(erasure={"method": "delete",
+                                                                       "replacements": {"email": "x"}}),
+                 "stores.portal_db.tables.invited_users.erasure.replacements", "replacements are for method null",
+                 ("replacements", "erasure"), id="replacements-without-null"),
+    pytest.param(lambda d: _tables(d)["invited_users"].update(erasure={"method": "null", "fields": ["first_name"],
+                                                                       "replacements": {"email": "x"}}),
+                 "stores.portal_db.tables.invited_users.erasure.replacements", "not among the fields changed: email",
+                 ("replacements", "erasure"), id="replacement-of-a-column-not-changed"),
 ]
+
+
+def test_erasure_names_replacements_for_not_null_columns(tmp_path):
+    data = copy.deepcopy(DEFAULT)
+    _tables(data)["invited_users"]["erasure"] = {"method": "null", "fields": ["email", "first_name"],
+                                                 "replacements": {"email": "erased@invalid"}}
+    erasure = _load(_write(tmp_path, data)).stores["portal_db"].tables["invited_users"].erasure
+    assert (erasure.method, erasure.fields, erasure.replacements) == (
+        "null", ("email", "first_name"), {"email": "erased@invalid"})
+    assert _load(DEFAULT_DATAMAP).stores["portal_db"].tables["accounts"].erasure.replacements == {}
 
 
 @pytest.mark.parametrize(("mutate", "path", "message", "line_key"), BROKEN)
