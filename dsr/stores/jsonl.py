@@ -289,6 +289,27 @@ class _Links:
         return notes
 
 
+IDENTITY, LINKED = 1, 2  # how a line is the subject's: it names them, or it is linked to their lines
+
+
+@dataclass(frozen=True)
+class _Selection:
+    """The subject's lines: those an identity matches, then those without one that ``links`` ties
+    to them. Collect, preview and erase all ask this one object, so they agree line for line."""
+
+    matchers: list[_Matcher]
+    links: _Links | None
+    needles: tuple[bytes, ...] | None  # what a subject's raw line must contain (None: parse every line)
+
+    def kind(self, record: Mapping[str, Any]) -> int:
+        """IDENTITY, LINKED, or 0 (not the subject's)."""
+        if any(m.matches(record) for m in self.matchers):
+            return IDENTITY
+        if self.links is not None and self.links.holds(record):
+            return LINKED
+        return 0
+
+
 @dataclass
 class _FileStats:
     name: str
@@ -440,21 +461,9 @@ class JsonlConnector(Connector):
                 if line is None:
                     stats.too_long += 1
                     continue
-                if not line.strip():
-                    continue
-                if containing is not None:
-                    folded = line.lower()
-                    if not any(c in folded for c in containing):
-                        continue
-                try:
-                    record = json.loads(line)
-                except ValueError:  # JSONDecodeError, and UnicodeDecodeError for bytes that are not UTF-8
-                    stats.malformed += 1
-                    continue
-                if not isinstance(record, dict):
-                    stats.malformed += 1
-                    continue
-                yield number, record
+                record = _parse(line, stats, containing)
+                if record is not None:
+                    yield number, record
 
     # --- the contract ------------------------------------------------------------------------
 
@@ -486,12 +495,9 @@ class JsonlConnector(Connector):
                 count += len(pending)
                 pending.clear()
 
-        links = self._links(listing, matchers) if matchers and self.options["link_fields"] else None
+        selection = self._selection(listing, matchers)
+        links, needles = selection.links, selection.needles
         linked = 0
-        needles = self._needles(matchers)
-        if needles is not None and links is not None and links.own:
-            extra = links.needles()
-            needles = None if extra is None else needles + extra
         scan.filtered = needles is not None
         try:
             if matchers:
@@ -505,13 +511,11 @@ class JsonlConnector(Connector):
                     stats = _FileStats(name)
                     scan.files.append(stats)
                     for number, record in self._records(path, stats, listing[path], needles):
-                        if any(m.matches(record) for m in matchers):
-                            pending.append((name, number, record))
-                        elif links is not None and links.holds(record):
-                            pending.append((name, number, record))
-                            linked += 1
-                        else:
+                        kind = selection.kind(record)
+                        if not kind:
                             continue
+                        pending.append((name, number, record))
+                        linked += kind == LINKED
                         if len(pending) >= batch:
                             flush()
             flush()
@@ -528,6 +532,15 @@ class JsonlConnector(Connector):
             result.notes.append(f"the subject is known by none of the identities this store is searched by "
                                 f"({known}); its {_plural(len(files), 'file')} were not searched")
         return result
+
+    def _selection(self, listing: dict[Path, tuple[int, int]], matchers: list[_Matcher]) -> _Selection:
+        """Which lines are the subject's, for collect and erasure alike (the link passes run here)."""
+        links = self._links(listing, matchers) if matchers and self.options["link_fields"] else None
+        needles = self._needles(matchers)
+        if needles is not None and links is not None and links.own:
+            extra = links.needles()
+            needles = None if extra is None else needles + extra
+        return _Selection(matchers, links, needles)
 
     def _links(self, listing: dict[Path, tuple[int, int]], matchers: list[_Matcher]) -> _Links:
         """Before the export: the link values on the subject's lines (one pass), then which of them
@@ -622,6 +635,26 @@ def _open(path: Path) -> IO[bytes]:
     opener = _OPENERS.get(path.suffix)
     stream: IO[bytes] = opener(path, "rb") if opener else path.open("rb")
     return stream
+
+
+def _parse(line: bytes, stats: _FileStats, containing: Sequence[bytes] | None) -> dict[str, Any] | None:
+    """The JSON object on one raw line, or None: blank, without any of ``containing`` (so it cannot
+    be the subject's), or not a JSON object (counted as malformed)."""
+    if not line.strip():
+        return None
+    if containing is not None:
+        folded = line.lower()
+        if not any(c in folded for c in containing):
+            return None
+    try:
+        record = json.loads(line)
+    except ValueError:  # JSONDecodeError, and UnicodeDecodeError for bytes that are not UTF-8
+        stats.malformed += 1
+        return None
+    if not isinstance(record, dict):
+        stats.malformed += 1
+        return None
+    return record
 
 
 def _lines(stream: IO[bytes], limit: int) -> Iterator[tuple[int, bytes | None]]:
