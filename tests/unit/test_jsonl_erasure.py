@@ -457,3 +457,28 @@ def test_preview_counts_equal_the_erasures(tmp_path: Path, plan: Mapping[str, Ta
     preview = connector.preview(MAX_SUBJECT, plan)
     assert state(tmp_path) == before
     assert connector.erase(MAX_SUBJECT, plan).tables == preview.tables
+
+
+def test_a_large_file_is_rewritten_streaming_not_loaded(tmp_path: Path) -> None:
+    import tracemalloc
+
+    path = tmp_path / "access.log"
+    template = ('{"time":"2026-03-01T00:00:00Z","remote_addr":"198.51.100.%d","method":"GET","path":"/portal/%06d",'
+                '"status":200,"user_agent":"Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0",'
+                '"user":"%s","account":null}\n')
+    with path.open("w") as out:
+        for n in range(200_000):
+            out.write(template % (n % 250, n, MAX if n % 1000 == 0 else f"u{n % 977}@example.com"))
+    size = path.stat().st_size
+    bound = 20 * 1024 * 1024
+    assert size > bound  # holding the file whole would break the bound
+    connector = connect(hand_store(tmp_path), tmp_path)
+    tracemalloc.start()
+    try:
+        result = connector.erase(Subject({"email": MAX}), {"requests": DELETE})
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert totals(result.tables["requests"]) == (200, 200, 0, 0)
+    assert peak < bound, f"peak {peak / 1e6:.1f} MB while rewriting a {size / 1e6:.1f} MB file"
+    assert path.stat().st_size == size - sum(len(template % (n % 250, n, MAX)) for n in range(0, 200_000, 1000))
