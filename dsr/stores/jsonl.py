@@ -28,6 +28,7 @@ objects and lists are written as JSON text.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
 import ipaddress
 import json
@@ -35,11 +36,13 @@ import lzma
 import os
 import re
 import stat
+import tempfile
+import time
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
 
@@ -49,12 +52,16 @@ from dsr.stores.base import (
     ColumnKind,
     Connector,
     ConnectorContext,
+    ErasureCount,
+    ErasureResult,
     JsonText,
     Progress,
     StoreUnavailable,
     Subject,
+    TableErasure,
     TableSink,
     TableWriter,
+    TooMany,
     register,
 )
 
@@ -63,6 +70,12 @@ RESERVED = (FILE_COLUMN, LINE_COLUMN, EXTRA_COLUMN)
 SAMPLE_LINES = 200  # lines ``check`` reads to see that a store holds JSON lines with the mapped fields
 
 _OPENERS: dict[str, Any] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+# Erasure writes a rewritten file as this hidden temporary beside it, then renames it over the file.
+TEMP_PREFIX = ".dsr-erase-"
+# A temporary file no rewrite has written to for this long was left by a killed worker: erasure removes
+# it (it holds a copy of other people's lines, which the logs' retention would never delete).
+STALE_TEMP_SECONDS = 3600
+TAIL_ROUNDS = 100  # times a rewrite reads lines appended meanwhile before it gives up (retried later)
 # Compressed with something the standard library cannot read: listed in the notes, never guessed at.
 _UNREADABLE = {".zst": "zstd", ".lz4": "lz4", ".zip": "zip", ".7z": "7-Zip", ".br": "brotli", ".Z": "compress"}
 # What a damaged compressed file raises part way through (truncated while rotating, bad data).
@@ -289,6 +302,27 @@ class _Links:
         return notes
 
 
+IDENTITY, LINKED = 1, 2  # how a line is the subject's: it names them, or it is linked to their lines
+
+
+@dataclass(frozen=True)
+class _Selection:
+    """The subject's lines: those an identity matches, then those without one that ``links`` ties
+    to them. Collect, preview and erase all ask this one object, so they agree line for line."""
+
+    matchers: list[_Matcher]
+    links: _Links | None
+    needles: tuple[bytes, ...] | None  # what a subject's raw line must contain (None: parse every line)
+
+    def kind(self, record: Mapping[str, Any]) -> int:
+        """IDENTITY, LINKED, or 0 (not the subject's)."""
+        if any(m.matches(record) for m in self.matchers):
+            return IDENTITY
+        if self.links is not None and self.links.holds(record):
+            return LINKED
+        return 0
+
+
 @dataclass
 class _FileStats:
     name: str
@@ -296,6 +330,160 @@ class _FileStats:
     malformed: int = 0
     too_long: int = 0
     damaged: str | None = None
+    links: int = 1  # names of the file (hard links), seen by erasure
+    owner_lost: bool = False  # a rewrite could not give the file back its owner
+
+
+@dataclass
+class _Tally:
+    """The subject's lines of one kind in one file: found, and deleted or changed by the plan."""
+
+    found: int = 0
+    touched: int = 0
+
+
+class _Edit:
+    """What the plan does to one of the subject's lines: ``apply`` returns None (delete it), the
+    line itself (keep it), or the line with the plan's fields set to null or their replacement."""
+
+    def __init__(self, todo: TableErasure) -> None:
+        if todo.method not in ("delete", "null", "retain"):
+            raise ValueError(f"unknown erasure method {todo.method!r}")
+        self.method, self.fields, self.replacements = todo.method, todo.fields, todo.replacements
+
+    def apply(self, line: bytes, record: dict[str, Any]) -> bytes | None:
+        if self.method == "delete":
+            return None
+        changed = False
+        if self.method == "null":
+            for path in self.fields:
+                slot = _slot(record, path)
+                if slot is None:
+                    continue  # a line without the field keeps not having it
+                container, key = slot
+                value = self.replacements.get(path)
+                if not (type(container[key]) is type(value) and container[key] == value):
+                    container[key] = value
+                    changed = True
+        # Unchanged lines stay byte-identical, so a second erasure rewrites nothing.
+        return _serialise(record, line) if changed else line
+
+
+def _slot(record: dict[str, Any], path: str) -> tuple[dict[str, Any], str] | None:
+    """Where ``path`` (a key, or a dotted path as in _lookup) is in the record, or None."""
+    if path in record:
+        return record, path
+    *parents, last = path.split(".")
+    value: Any = record
+    for part in parents:
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return (value, last) if isinstance(value, dict) and last in value else None
+
+
+def _serialise(record: dict[str, Any], like: bytes) -> bytes:
+    """A changed line as JSON again, in the style of the line it replaces as far as it shows (compact
+    or spaced separators, escaped non-ASCII), with the same line ending."""
+    ending = b"\r\n" if like.endswith(b"\r\n") else b"\n" if like.endswith(b"\n") else b""
+    colon = like.find(b'":')
+    compact = colon >= 0 and like[colon + 2:colon + 3] != b" "
+    text = json.dumps(record, ensure_ascii=b"\\u" in like, separators=(",", ":") if compact else (", ", ": "))
+    return text.encode() + ending
+
+
+class _Out(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class _Rewrite:
+    """A file's replacement, written as a temporary file in the same folder and compression. ``commit``
+    makes it the file: same permissions, owner (where allowed) and times, fsync, ``os.replace``, fsync
+    of the folder. Until the rename the file is the old one, after it the new one; a rewrite left
+    without ``commit`` removes its temporary file.
+
+    The times are kept so a retention by age (``find -mtime``, logrotate ``maxage``) does not take the
+    erasure for new data and keep the other lines longer."""
+
+    def __init__(self, path: Path, source: os.stat_result) -> None:
+        self.path, self.owner_lost, self._done = path, False, False
+        fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=path.parent)
+        self.temp = Path(name)
+        self.raw = os.fdopen(fd, "wb")
+        self.out: _Out = _compressor(path, self.raw, source)
+
+    def write(self, data: bytes) -> None:
+        self.out.write(data)
+
+    def commit(self, source: os.stat_result) -> tuple[int, int]:
+        if self.out is not self.raw:
+            self.out.close()  # writes the compressed stream's end; the raw file stays open
+        self.raw.flush()
+        fd = self.raw.fileno()
+        os.fchmod(fd, stat.S_IMODE(source.st_mode))
+        if (source.st_uid, source.st_gid) != (os.geteuid(), os.getegid()):
+            try:
+                os.fchown(fd, source.st_uid, source.st_gid)
+            except PermissionError:
+                self.owner_lost = True
+        os.utime(fd, ns=(source.st_atime_ns, source.st_mtime_ns))
+        os.fsync(fd)
+        info = os.fstat(fd)
+        self.raw.close()
+        self.temp.replace(self.path)  # os.replace: atomic within the folder
+        self._done = True
+        _fsync_folder(self.path.parent)
+        return info.st_dev, info.st_ino
+
+    def __enter__(self) -> _Rewrite:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._done:
+            with contextlib.suppress(Exception):
+                self.out.close()
+            self.raw.close()
+            self.temp.unlink(missing_ok=True)
+
+
+def _compressor(path: Path, raw: IO[bytes], source: os.stat_result) -> _Out:
+    """A writer in the compression the file's name says (as ``_open`` reads it), onto ``raw``."""
+    if path.suffix == ".gz":  # level 6 as gzip and logrotate use; the header names the file as gzip does
+        return gzip.GzipFile(filename=path.name, mode="wb", fileobj=raw, compresslevel=6, mtime=int(source.st_mtime))
+    if path.suffix == ".bz2":
+        return bz2.BZ2File(raw, "wb")
+    if path.suffix == ".xz":
+        return lzma.LZMAFile(raw, "wb")
+    return raw
+
+
+def _sweep(folders: set[Path]) -> int:
+    """Remove the stale temporary files of interrupted rewrites in these folders; how many."""
+    removed = 0
+    limit = time.time() - STALE_TEMP_SECONDS
+    for folder in folders:
+        for temp in folder.glob(f"{TEMP_PREFIX}*.tmp"):
+            with contextlib.suppress(OSError):
+                if temp.lstat().st_ctime < limit:  # ctime: a rewrite sets the mtime back before the rename
+                    temp.unlink()
+                    removed += 1
+    return removed
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename durable (a crash right after it could otherwise bring back the old file)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot fsync a folder
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -397,7 +585,7 @@ class JsonlConnector(Connector):
                         continue  # a dangling link holds no lines
                     raise StoreUnavailable(f"store {self.store.name}: {path.name} disappeared while {folder} "
                                            "was listed (rotated?); try again") from exc
-                if stat.S_ISREG(info.st_mode):
+                if stat.S_ISREG(info.st_mode) and not path.name.startswith(TEMP_PREFIX):
                     found[path] = (info.st_dev, info.st_ino)
         except OSError as exc:
             raise StoreUnavailable(f"store {self.store.name}: cannot list {folder}: {exc}") from exc
@@ -440,21 +628,9 @@ class JsonlConnector(Connector):
                 if line is None:
                     stats.too_long += 1
                     continue
-                if not line.strip():
-                    continue
-                if containing is not None:
-                    folded = line.lower()
-                    if not any(c in folded for c in containing):
-                        continue
-                try:
-                    record = json.loads(line)
-                except ValueError:  # JSONDecodeError, and UnicodeDecodeError for bytes that are not UTF-8
-                    stats.malformed += 1
-                    continue
-                if not isinstance(record, dict):
-                    stats.malformed += 1
-                    continue
-                yield number, record
+                record = _parse(line, stats, containing)
+                if record is not None:
+                    yield number, record
 
     # --- the contract ------------------------------------------------------------------------
 
@@ -486,12 +662,9 @@ class JsonlConnector(Connector):
                 count += len(pending)
                 pending.clear()
 
-        links = self._links(listing, matchers) if matchers and self.options["link_fields"] else None
+        selection = self._selection(listing, matchers)
+        links, needles = selection.links, selection.needles
         linked = 0
-        needles = self._needles(matchers)
-        if needles is not None and links is not None and links.own:
-            extra = links.needles()
-            needles = None if extra is None else needles + extra
         scan.filtered = needles is not None
         try:
             if matchers:
@@ -505,13 +678,11 @@ class JsonlConnector(Connector):
                     stats = _FileStats(name)
                     scan.files.append(stats)
                     for number, record in self._records(path, stats, listing[path], needles):
-                        if any(m.matches(record) for m in matchers):
-                            pending.append((name, number, record))
-                        elif links is not None and links.holds(record):
-                            pending.append((name, number, record))
-                            linked += 1
-                        else:
+                        kind = selection.kind(record)
+                        if not kind:
                             continue
+                        pending.append((name, number, record))
+                        linked += kind == LINKED
                         if len(pending) >= batch:
                             flush()
             flush()
@@ -528,6 +699,15 @@ class JsonlConnector(Connector):
             result.notes.append(f"the subject is known by none of the identities this store is searched by "
                                 f"({known}); its {_plural(len(files), 'file')} were not searched")
         return result
+
+    def _selection(self, listing: dict[Path, tuple[int, int]], matchers: list[_Matcher]) -> _Selection:
+        """Which lines are the subject's, for collect and erasure alike (the link passes run here)."""
+        links = self._links(listing, matchers) if matchers and self.options["link_fields"] else None
+        needles = self._needles(matchers)
+        if needles is not None and links is not None and links.own:
+            extra = links.needles()
+            needles = None if extra is None else needles + extra
+        return _Selection(matchers, links, needles)
 
     def _links(self, listing: dict[Path, tuple[int, int]], matchers: list[_Matcher]) -> _Links:
         """Before the export: the link values on the subject's lines (one pass), then which of them
@@ -554,6 +734,204 @@ class JsonlConnector(Connector):
         """What a line of the subject must contain, or None to parse every line (``prefilter: false``,
         or an identity whose forms vary)."""
         return _needles([m.needle for m in matchers]) if self.options["prefilter"] else None
+
+    # --- erasure (Art. 17) ----------------------------------------------------------------------
+    # The subject's lines are exactly those collect finds (the same _Selection). A file is rewritten
+    # only when it holds a line the plan deletes or changes: streamed into a temporary file beside it in
+    # the same compression, every other line copied byte for byte, fsynced, then renamed over it. A
+    # worker killed at any point leaves each file old or new, never half-written, and a rerun finds
+    # what is left (it is idempotent): the per-file rename is the checkpoint.
+
+    # Test seam: called with the file when a rewrite has read its source to the end, just before it
+    # looks whether lines were appended meanwhile.
+    before_replace: Callable[[Path], object] | None = None
+
+    def preview(self, subject: Subject, plan: Mapping[str, TableErasure]) -> ErasureResult:
+        return self._erasure(subject, plan, apply=False)
+
+    def erase(self, subject: Subject, plan: Mapping[str, TableErasure], *, bound: int | None = None) -> ErasureResult:
+        return self._erasure(subject, plan, apply=True, bound=bound)
+
+    def _erasure(self, subject: Subject, plan: Mapping[str, TableErasure], *, apply: bool,
+                 bound: int | None = None) -> ErasureResult:
+        unknown = sorted(set(plan) - {self.table_name})
+        if unknown:
+            raise ValueError(f"store {self.store.name} has no table {', '.join(unknown)} (only {self.table_name})")
+        result = ErasureResult()
+        todo = plan.get(self.table_name)
+        if todo is None:
+            return result
+        listing = self._listing()
+        folder = self.folder
+        matchers = self.matchers(subject)
+        if not matchers:
+            result.tables[self.table_name] = ErasureCount()
+            known = ", ".join(sorted(self.fields)) or "none"
+            result.notes.append(f"the subject is known by none of the identities this store is searched by "
+                                f"({known}); its {_plural(len(listing), 'file')} were not searched")
+            return result
+        selection = self._selection(listing, matchers)
+        edit = _Edit(todo)
+        would = "" if apply else "would be "
+
+        # Count first, changing nothing: this is the preview, and for erase the bound's check and the
+        # list of files to rewrite (a file without a line to change is never rewritten).
+        tallies: dict[tuple[Path, int], _Tally] = {}
+        skipped: set[Path] = set()
+        for path, identity in listing.items():
+            name = path.relative_to(folder).as_posix()
+            if path.suffix in _UNREADABLE:
+                result.notes.append(f"{name} is compressed with {_UNREADABLE[path.suffix]}, which dsr cannot read: "
+                                    "it was neither searched nor erased; a person must look at it")
+                continue
+            stats = _FileStats(name)
+            counted, _ = self._pass(path, identity, selection, edit, (IDENTITY, LINKED), stats, write=False)
+            tallies.update({(path, kind): tally for kind, tally in counted.items()})
+            found = sum(t.found for t in counted.values())
+            if stats.damaged:
+                skipped.add(path)
+                for tally in counted.values():
+                    tally.touched = 0  # a damaged file is never rewritten: its unreadable rest would be lost
+                if found:
+                    result.notes.append(f"{name} is damaged after line {stats.lines} ({stats.damaged}): "
+                                        f"{_plural(found, 'line')} of the subject in it {would}left as they are; "
+                                        "a person must look at it")
+            elif stats.links > 1 and any(t.touched for t in counted.values()):
+                result.notes.append(f"{name} has {stats.links} names (hard links): the rewritten file replaces "
+                                    "only this one, the others keep the old lines")
+        touched = sum(t.touched for t in tallies.values())
+        if apply and bound is not None and touched > bound:
+            raise TooMany(self.store.name, touched, bound)
+
+        rewritten: list[Path] = []
+        if apply:
+            swept = _sweep({folder, *(p.parent for p in listing)})
+            if swept:
+                result.notes.append(f"removed {_plural(swept, 'temporary file')} left by an erasure that was "
+                                    "interrupted")
+        if apply and touched:
+            current = dict(listing)
+            # Linked lines first: they are the subject's only through the link values on the subject's
+            # own lines, so those lines must outlive them, or a rerun after a crash in between would no
+            # longer find the linked lines left. (A file holding both is rewritten twice.)
+            for kind in (LINKED, IDENTITY):
+                for path in listing:
+                    planned = tallies.get((path, kind))
+                    if planned is None or not planned.touched or path in skipped:
+                        continue
+                    stats = _FileStats(path.relative_to(folder).as_posix())
+                    counted, replaced = self._pass(path, current[path], selection, edit, (kind,), stats, write=True)
+                    tallies[(path, kind)] = counted[kind]
+                    if replaced is not None:
+                        current[path] = replaced
+                    if stats.owner_lost:
+                        result.notes.append(f"{stats.name} was rewritten but could not be given back its owner "
+                                            "(dsr does not run as root): check that its writer can still write it")
+                    if path not in rewritten:
+                        rewritten.append(path)
+
+        found = sum(t.found for t in tallies.values())
+        touched = sum(t.touched for t in tallies.values())
+        result.tables[self.table_name] = ErasureCount(
+            found=found, deleted=touched if todo.method == "delete" else 0,
+            changed=touched if todo.method == "null" else 0, retained=found if todo.method == "retain" else 0)
+        changing = sorted({p for (p, _k), t in tallies.items() if t.touched}, key=list(listing).index)
+        if changing:
+            names = [p.relative_to(folder).as_posix() for p in changing]
+            shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+            result.notes.append(f"{_plural(len(names), 'file')} {'were' if apply else 'would be'} rewritten, "
+                                f"each through a temporary file renamed over it: {shown}")
+        for path in rewritten:
+            if _rotation_key(path)[2] == 2 and path.suffix not in _OPENERS:
+                result.notes.append(f"{path.relative_to(folder).as_posix()} is the live log: a program that keeps "
+                                    "it open writes on into the replaced file until it reopens its logs, as after "
+                                    "a rotation (e.g. nginx -s reopen)")
+        if todo.method == "retain" and found:
+            result.notes.append(f"{_plural(found, 'line')} of the subject kept as they are (erasure method retain)")
+        return result
+
+    def _pass(self, path: Path, identity: tuple[int, int] | None, selection: _Selection, edit: _Edit,
+              kinds: Sequence[int], stats: _FileStats, *,
+              write: bool) -> tuple[dict[int, _Tally], tuple[int, int] | None]:
+        """One file, line by line: count the subject's lines of ``kinds`` and those ``edit`` deletes or
+        changes; with ``write``, also rewrite the file so, and return its new identity.
+
+        Lines appended to a plain file while it is rewritten are read and filtered too before the
+        rename (bounded); any other change (rotated, truncated, a compressed file changed) makes the
+        store unavailable with this file untouched, and the job's retry starts over. Left open: a line
+        appended between the last look and the rename (microseconds) is lost, and a writer that keeps
+        the file open goes on writing into the replaced file until it reopens it."""
+        tallies = {kind: _Tally() for kind in kinds}
+        limit = int(self.options["max_line_bytes"])
+        real = path.resolve() if write else path  # a symlink's target is rewritten, the link stays
+        rotated = StoreUnavailable(f"store {self.store.name}: {stats.name} changed while it was erased "
+                                   "(rotated or rewritten); try again")
+        try:
+            before = real.stat()
+            stream = _open(real)
+        except FileNotFoundError as exc:
+            raise rotated from exc
+        except OSError as exc:
+            raise StoreUnavailable(f"store {self.store.name}: cannot open {stats.name}: {exc}") from exc
+        stats.links = before.st_nlink
+        info = os.fstat(stream.fileno())
+        if (info.st_dev, info.st_ino) != (before.st_dev, before.st_ino) or (
+                identity is not None and identity != (info.st_dev, info.st_ino)):
+            stream.close()
+            raise rotated
+        plain = real.suffix not in _OPENERS
+        with stream, _Rewrite(real, before) if write else contextlib.nullcontext() as rewrite:
+            spill = rewrite.write if rewrite is not None else None
+            rounds = 0
+            while True:
+                lines = _lines(stream, limit, spill)
+                while True:
+                    try:
+                        item = next(lines)
+                    except StopIteration:
+                        break
+                    except _DAMAGED as exc:
+                        if write:  # counted whole before, damaged now: leave it to the retry
+                            raise rotated from exc
+                        stats.damaged = f"{exc.__class__.__name__}: {exc}"
+                        return tallies, None
+                    stats.lines += 1
+                    line = item[1]
+                    if line is None:  # too long to be read: copied unread by ``spill``
+                        continue
+                    out: bytes | None = line
+                    record = _parse(line, stats, selection.needles)
+                    if record is not None and (kind := selection.kind(record)) in tallies:
+                        tallies[kind].found += 1
+                        out = edit.apply(line, record)
+                        if out != line:
+                            tallies[kind].touched += 1
+                    if rewrite is not None and out is not None:
+                        rewrite.write(out)
+                if rewrite is None:
+                    return tallies, None
+                if self.before_replace is not None:
+                    self.before_replace(real)
+                try:
+                    now = real.stat()
+                except FileNotFoundError as exc:
+                    raise rotated from exc
+                if (now.st_dev, now.st_ino) != (before.st_dev, before.st_ino):
+                    raise rotated
+                if plain:
+                    position = stream.tell()
+                    if now.st_size == position:
+                        break
+                    rounds += 1
+                    if now.st_size < position or rounds > TAIL_ROUNDS:  # truncated, or written faster than read
+                        raise rotated
+                    continue  # lines were appended meanwhile: read and filter them too
+                if (now.st_size, now.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+                    raise rotated
+                break
+            new = rewrite.commit(now)
+            stats.owner_lost = rewrite.owner_lost
+            return tallies, new
 
     def check(self) -> list[str]:
         """The folder is readable, the pattern matches, and a sample of lines is JSON with the mapped fields."""
@@ -624,8 +1002,30 @@ def _open(path: Path) -> IO[bytes]:
     return stream
 
 
-def _lines(stream: IO[bytes], limit: int) -> Iterator[tuple[int, bytes | None]]:
-    """(line number, bytes) per line; ``None`` for a line longer than ``limit``, which is skipped unread."""
+def _parse(line: bytes, stats: _FileStats, containing: Sequence[bytes] | None) -> dict[str, Any] | None:
+    """The JSON object on one raw line, or None: blank, without any of ``containing`` (so it cannot
+    be the subject's), or not a JSON object (counted as malformed)."""
+    if not line.strip():
+        return None
+    if containing is not None:
+        folded = line.lower()
+        if not any(c in folded for c in containing):
+            return None
+    try:
+        record = json.loads(line)
+    except ValueError:  # JSONDecodeError, and UnicodeDecodeError for bytes that are not UTF-8
+        stats.malformed += 1
+        return None
+    if not isinstance(record, dict):
+        stats.malformed += 1
+        return None
+    return record
+
+
+def _lines(stream: IO[bytes], limit: int,
+           spill: Callable[[bytes], object] | None = None) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, bytes) per line; ``None`` for a line longer than ``limit``, which is skipped
+    unread (its bytes go to ``spill`` piece by piece, if given: memory stays flat)."""
     number = 0
     while True:
         line = stream.readline(limit + 1)
@@ -634,7 +1034,11 @@ def _lines(stream: IO[bytes], limit: int) -> Iterator[tuple[int, bytes | None]]:
         number += 1
         if len(line) > limit and not line.endswith(b"\n"):
             while line and not line.endswith(b"\n"):
+                if spill is not None:
+                    spill(line)
                 line = stream.readline(limit + 1)
+            if spill is not None:
+                spill(line)
             yield number, None
         else:
             yield number, line
