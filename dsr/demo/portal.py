@@ -142,7 +142,8 @@ access_log = Table(
     Column("accessed_at", DateTime(timezone=True), nullable=False),
     Column("employee_id", ForeignKey("employees.id"), nullable=False, index=True),
     Column("resource", String(40)), Column("action", String(20)), Column("purpose", String(40)),
-    Column("ticket_id", ForeignKey("support_tickets.id"), nullable=True, index=True),
+    # The log is kept (accountability) when the ticket it names is erased: the database drops the link.
+    Column("ticket_id", ForeignKey("support_tickets.id", ondelete="SET NULL"), nullable=True, index=True),
 )
 
 FIRST = ["Erika", "Jonas", "Leonie", "Felix", "Mia", "Paul", "Hannah", "Lukas", "Emma", "Noah", "Lea", "Ben"]

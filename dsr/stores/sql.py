@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -519,8 +519,8 @@ class SqlConnector(Connector):
         deletes: the DELETE would fail, or leave a dangling reference where the key is not enforced.
         Tables outside the data map count too (a files store's index of the subject's attachments)."""
         for fk in self._foreign_key_list():
-            if fk.parent not in plan or plan[fk.parent].method != "delete":
-                continue
+            if fk.parent not in plan or plan[fk.parent].method != "delete" or fk.on_delete == "SET NULL":
+                continue  # SET NULL: the database drops the kept record's link itself
             parent = tables[fk.parent]
             child: FromClause = tables[fk.child] if fk.child in tables else table_clause(
                 fk.child, *(column_clause(c) for c in fk.columns))
@@ -534,6 +534,10 @@ class SqlConnector(Connector):
             else:
                 resolved = false()
             kept = _count(conn, child, and_(doomed, not_(resolved)))
+            if kept and fk.on_delete == "CASCADE":
+                raise ErasurePlanError(
+                    f"store {self.store.name}: deleting the subject's {fk.parent} records would delete {kept} "
+                    f"record(s) of {fk.child} that this erasure keeps (ON DELETE CASCADE); nothing was changed")
             if kept:
                 columns = ", ".join(f"{fk.child}.{c}" for c in fk.columns)
                 raise ErasurePlanError(
@@ -563,10 +567,27 @@ class SqlConnector(Connector):
                 raise StoreUnavailable(f"store {self.store.name}: {exc}") from exc
             self._foreign_keys = [
                 _ForeignKey(child, fk["referred_table"], tuple(fk["constrained_columns"]),
-                            tuple(fk["referred_columns"]))
+                            tuple(fk["referred_columns"]),
+                            str((fk.get("options") or {}).get("ondelete") or "").upper() or None)
                 for (_schema, child), keys in found.items() for fk in keys
                 if fk["referred_table"] in self.store.tables and fk["referred_schema"] in (None, _schema)]
+            if self.engine.dialect.name == "sqlite":
+                self._foreign_keys = self._sqlite_on_delete(self._foreign_keys)
         return self._foreign_keys
+
+    def _sqlite_on_delete(self, keys: list[_ForeignKey]) -> list[_ForeignKey]:
+        """SQLAlchemy does not reflect SQLite's ON DELETE of an inline REFERENCES; the pragma has it."""
+        actions: dict[tuple[str, tuple[str, ...]], str] = {}
+        with self.engine.connect() as conn:
+            for child in {k.child for k in keys}:
+                rows = conn.exec_driver_sql(f'PRAGMA foreign_key_list("{child.replace(chr(34), chr(34) * 2)}")')
+                grouped: dict[int, list[tuple[int, str, str]]] = {}
+                for row in rows.mappings():
+                    grouped.setdefault(row["id"], []).append((row["seq"], row["from"], row["on_delete"]))
+                for parts in grouped.values():
+                    parts.sort()
+                    actions[(child, tuple(p[1] for p in parts))] = str(parts[0][2]).upper()
+        return [replace(k, on_delete=k.on_delete or actions.get((k.child, k.columns))) for k in keys]
 
     def warm(self) -> None:
         """Reflect the store's tables now and close the connections (a worker does this before it forks
@@ -591,6 +612,7 @@ class _ForeignKey:
     parent: str
     columns: tuple[str, ...]
     referred: tuple[str, ...]
+    on_delete: str | None = None  # SET NULL, CASCADE, ... as the database declares it
 
 
 def _precedes(before: Mapping[str, set[str]], first: str, then: str) -> bool:

@@ -81,9 +81,9 @@ def default_plan(connector: SqlConnector) -> dict[str, TableErasure]:
 
 
 def workable_plan(connector: SqlConnector) -> dict[str, TableErasure]:
-    """The default plan with two null cases: the kept access log lets go of the deleted tickets (its
-    ``ticket_id`` is a foreign key to them, see the first test), and invited users are emptied rather
-    than deleted, their NOT NULL e-mail replaced."""
+    """The default plan with two null cases: the kept access log lets go of the deleted tickets by the
+    plan (the database would also do it: ON DELETE SET NULL, see the first test), and invited users are
+    emptied rather than deleted, their NOT NULL e-mail replaced."""
     plan = default_plan(connector)
     plan["access_log"] = TableErasure("null", ("ticket_id",))
     plan["invited_users"] = TableErasure("null", ("email", "first_name", "last_name"), {"email": INVITED_EMAIL})
@@ -139,15 +139,23 @@ class Statements:
         return self.seen.count(word)
 
 
-def test_the_default_plan_is_refused_where_a_kept_log_refers_to_deleted_tickets(connector, db):
-    """The default map keeps the access log but deletes support tickets, while access_log.ticket_id is a
-    foreign key to them: the erasure stops before changing anything and names the column."""
-    before = snapshot(db)
-    with pytest.raises(ErasurePlanError, match=r"access_log that this erasure keeps .* \(access_log\.ticket_id\)"):
-        connector.erase(MAX, default_plan(connector))
-    with pytest.raises(ErasurePlanError, match=r"access_log\.ticket_id"):
-        connector.preview(MAX, default_plan(connector))
-    assert snapshot(db) == before
+def test_the_default_plan_keeps_the_access_log_and_the_database_drops_its_links_to_erased_tickets(connector, db):
+    """The default map keeps the access log but deletes support tickets; access_log.ticket_id is a
+    foreign key to them declared ON DELETE SET NULL, so the log stays, without the link."""
+    with db.connect() as conn:
+        logged = conn.execute(text("SELECT count(*) FROM access_log WHERE account_id = 1")).scalar_one()
+        linked = conn.execute(text("SELECT count(*) FROM access_log WHERE account_id = 1 "
+                                   "AND ticket_id IS NOT NULL")).scalar_one()
+        others = conn.execute(text("SELECT count(*) FROM access_log WHERE account_id <> 1")).scalar_one()
+    assert linked > 0
+    result = connector.erase(MAX, default_plan(connector))
+    assert result.tables["access_log"] == ErasureCount(found=logged, retained=logged)
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM access_log WHERE account_id = 1")).scalar_one() == logged
+        assert conn.execute(text("SELECT count(*) FROM access_log WHERE account_id = 1 "
+                                 "AND ticket_id IS NOT NULL")).scalar_one() == 0
+        assert conn.execute(text("SELECT count(*) FROM access_log WHERE account_id <> 1")).scalar_one() == others
+        assert conn.execute(text("SELECT count(*) FROM support_tickets WHERE account_id = 1")).scalar_one() == 0
 
 
 def test_erasing_max_removes_exactly_his_rows_and_leaves_everyone_else(connector, db):
@@ -317,5 +325,30 @@ def test_a_store_without_primary_keys(tmp_path):
         assert conn.execute(text("SELECT * FROM people")).all() == [("b@example.com", "B")]
         assert sorted(conn.execute(text("SELECT * FROM visits")).all()) == [
             ("a@example.com", "/x", None), ("a@example.com", "/x", None), ("b@example.com", "/y", "ub")]
+    connector.close()
+    engine.dispose()
+
+
+def test_a_kept_table_whose_foreign_key_cascades_is_refused_before_anything_changes(tmp_path):
+    """ON DELETE CASCADE would delete records the erasure keeps (e.g. invoices under a statutory duty)
+    behind the plan's back: refused, naming both tables; ON DELETE SET NULL only drops the link."""
+    url = f"sqlite:///{tmp_path / 'cascade.sqlite'}"
+    engine = make_engine(url, create_folder=True)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE people (id INTEGER PRIMARY KEY, email TEXT NOT NULL)"))
+        conn.execute(text("CREATE TABLE bills (id INTEGER PRIMARY KEY, "
+                          "person INTEGER REFERENCES people(id) ON DELETE CASCADE)"))
+        conn.execute(text("INSERT INTO people VALUES (1, 'a@example.com'), (2, 'b@example.com')"))
+        conn.execute(text("INSERT INTO bills VALUES (10, 1), (20, 2)"))
+    tables = {"people": Table("people", "c", {}, {"key": "id"}),
+              "bills": Table("bills", "c", {}, {"key": "id", "references": {"person": "people.id"}})}
+    store = Store("plain", "sql", {"en": "x"}, {"url": url}, {"email": {"table": "people", "column": "email"}}, tables)
+    connector = SqlConnector(store, ConnectorContext(tmp_path))
+    plan = {"bills": TableErasure("retain"), "people": TableErasure("delete")}
+    with pytest.raises(ErasurePlanError, match=r"would delete 1 record\(s\) of bills .*CASCADE"):
+        connector.erase(Subject.from_email("a@example.com"), plan)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM bills")).scalar_one() == 2
+        assert conn.execute(text("SELECT count(*) FROM people")).scalar_one() == 2
     connector.close()
     engine.dispose()
