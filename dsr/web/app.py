@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
     context = WebContext(runtime, queue)
     app.extensions["dsr"] = context
 
-    rest = Api(app)
+    rest = Api(app, spec_kwargs={"extra_plugins": [unavailable.Documented()]})
     rest.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
     for blueprint in (api.blp, callbacks.blp):
         rest.register_blueprint(blueprint)

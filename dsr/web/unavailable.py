@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from typing import Any
+from typing import Any, ClassVar
 
 import redis.exceptions
 import sqlalchemy.exc
+from apispec import BasePlugin
 from flask import Flask, jsonify
 
 log = logging.getLogger(__name__)
@@ -67,3 +68,21 @@ def install(app: Flask) -> None:
     def _queue(exc: Exception) -> Any:
         log.warning("queue unreachable: %s", exc)
         return unavailable("queue")
+
+
+class Documented(BasePlugin):
+    """Declares the 503 in the OpenAPI document for every operation (each reads the database), so the
+    contract names what a client must handle: send again after Retry-After seconds."""
+
+    RESPONSE: ClassVar[dict[str, Any]] = {
+        "description": "The database or the queue cannot be reached right now; nothing was changed",
+        "headers": {"Retry-After": {"description": "Seconds to wait before sending again",
+                                    "schema": {"type": "integer", "example": RETRY_AFTER_SECONDS}}},
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+    def operation_helper(self, path: str | None = None, operations: dict[str, Any] | None = None,
+                         **kwargs: Any) -> None:
+        for operation in (operations or {}).values():
+            if isinstance(operation, dict):
+                operation.setdefault("responses", {}).setdefault("503", self.RESPONSE)

@@ -46,3 +46,27 @@ def test_a_refused_postgresql_connection_is_unreachable():
 def test_recovery_settings_out_of_range_are_named(name, value):
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: value})
+
+
+def test_every_operation_of_the_contract_declares_the_503_with_retry_after() -> None:
+    """A client generated from the OpenAPI document knows the 503 and to send again (issue 11)."""
+    import tempfile
+    from pathlib import Path
+
+    import openapi_spec_validator
+
+    from dsr.config import Settings
+    from dsr.web.app import create_app
+
+    tmp = Path(tempfile.mkdtemp())
+    app = create_app(Settings(instance_dir=tmp, secret_key="x" * 32, storage_dir=tmp / "s", embedded_worker=False),
+                     start_worker=False)
+    doc = app.test_client().get("/api/v1/openapi.json").get_json()
+    openapi_spec_validator.validate(doc)
+    operations = [op for ops in doc["paths"].values() for method, op in ops.items() if method != "parameters"]
+    assert len(operations) >= 10
+    for operation in operations:
+        answer = operation["responses"]["503"]
+        assert "Retry-After" in answer["headers"]
+        assert answer["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+    app.extensions["dsr"].runtime.close()
