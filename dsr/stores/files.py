@@ -15,6 +15,9 @@ A path from a store is never trusted: it is resolved (symlinks included) and ref
 stays inside the root, so an index row saying ``../../etc/passwd`` is reported, not read. A file the
 index lists but the folder lacks is a note for the DPO, not a failure. A root that cannot be read
 raises ``StoreUnavailable`` (the job is retried).
+
+Erasure (``preview``/``erase``) removes the subject's blobs, then their index rows; erase this store
+before the SQL store that holds its index (see "erasure" in the class).
 """
 
 from __future__ import annotations
@@ -925,10 +928,11 @@ def _erasure_notes(table: str, source: str, method: str, scan: _Scan, added: int
                      f"({scan.key} {_listed(scan.missing)}){gone}")
     if scan.refused:
         n = len(scan.refused)
+        what, where = ("the file nor its index row", "the index") if scan.indexed else ("the link nor its target",
+                                                                                       "the folder")
         notes.append(f"{table}: {_plural(n, 'path')} in {source} point{'' if n != 1 else 's'} outside the store's "
-                     f"folder ({scan.key} {_listed(scan.refused)}): neither the file nor its entry "
-                     f"{'was' if apply else 'would be'} erased (counted as retained); check the index for tampering, "
-                     "a person must erase them")
+                     f"folder ({scan.key} {_listed(scan.refused)}): neither {what} {'was' if apply else 'would be'} "
+                     f"erased (counted as retained); check {where} for tampering, a person must erase them")
     if scan.linked and method == "delete":
         n = len(scan.linked)
         notes.append(f"{table}: {_plural(n, 'file')} {'have' if n != 1 else 'has'} other names (hard links) "

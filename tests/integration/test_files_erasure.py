@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from sqlalchemy import Engine, create_engine, insert, select, text
 from sqlalchemy.engine import make_url
 
 from dsr.config import DEFAULT_DATAMAP
 from dsr.datamap import load
+from dsr.datamap.loader import parse
 from dsr.db import make_engine
 from dsr.demo import blobs, portal
 from dsr.stores import Connector, connector_class, validate_store
@@ -28,6 +30,7 @@ from dsr.stores.base import ConnectorContext, ErasureCount, Subject, TableErasur
 from dsr.stores.files import FilesConnector
 from dsr.stores.sql import ErasurePlanError, SqlConnector
 from tests.integration.test_sql_erasure import workable_plan
+from tests.unit.test_files_connector import PATTERN_STANZA, _pattern_files, map_text
 
 MAX = Subject.from_email(portal.DEMO_SUBJECT)
 TABLES = {"voicemails": "voicemails", "recordings": "call_recordings", "attachments": "ticket_attachments"}
@@ -221,8 +224,9 @@ def test_a_path_outside_the_folder_is_never_deleted_and_noted(world, tmp_path):
         conn.execute(text("UPDATE voicemails SET path = :p WHERE id = :i"), {"p": "../not-media.wav", "i": vm_id})
     result = world.files.erase(MAX, DELETE)
     assert result.tables["voicemails"] == ErasureCount(found=2, deleted=1, retained=1)
-    assert any(n.startswith(f"voicemails: 1 path in the index portal_db.voicemails points outside the store's "
-                            f"folder (id {vm_id}): neither the file nor its entry was erased") for n in result.notes)
+    note = (f"voicemails: 1 path in the index portal_db.voicemails points outside the store's folder (id {vm_id}): "
+            "neither the file nor its index row was erased")
+    assert any(n.startswith(note) for n in result.notes)
     assert outside.read_bytes() == b"someone else's"
     assert world.maxs()["voicemails"] == {vm_id: "../not-media.wav"}  # kept for the person who looks
     assert (world.media / maxs["voicemails"][vm_id]).exists()  # the row no longer names it: not Max's here
@@ -272,3 +276,39 @@ def test_a_file_indexed_during_the_erasure_goes_with_its_row(world):
     assert "voicemails: 1 file added during the erasure was deleted with its index row" in result.notes
     assert not (world.media / late).exists()
     assert world.maxs()["voicemails"] == {}
+
+
+def test_pattern_tables_lose_the_subjects_files_and_keep_a_link_out_of_the_folder(store_url, tmp_path):
+    media = tmp_path / "media"
+    _pattern_files(media)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not the store's\n")
+    (media / "exports" / "K00000001" / "evil.pdf").symlink_to(secret)
+    m = parse(yaml.safe_load(map_text(PATTERN_STANZA)), source=None, instance_dir=tmp_path,
+              environ={"DSR_PORTAL_DB_URL": store_url, "DSR_MEDIA_DIR": str(media)}, validate_store=validate_store)
+    cache: dict[str, Connector] = {}
+
+    def get(name: str) -> Connector:
+        if name not in cache:
+            cache[name] = connector_class(m.stores[name].connector)(m.stores[name], ConnectorContext(tmp_path, get))
+        return cache[name]
+
+    files = get("media")
+    plan = {"exports": TableErasure("delete"), "mail": TableErasure("delete")}
+    before = {p.relative_to(media).as_posix() for p in media.rglob("*") if not p.is_dir()}
+    preview = files.preview(MAX, plan)
+    result = files.erase(MAX, plan)
+    assert result.tables == preview.tables
+    assert result.notes == ["exports: 1 path in the pattern exports/{customer_id}/* points outside the store's folder "
+                            "(path exports/K00000001/evil.pdf): neither the link nor its target was erased (counted as "
+                            "retained); check the folder for tampering, a person must erase them"]
+    assert result.tables == {"exports": ErasureCount(found=3, deleted=2, retained=1),
+                             "mail": ErasureCount(found=1, deleted=1)}
+    after = {p.relative_to(media).as_posix() for p in media.rglob("*") if not p.is_dir()}
+    email = MAX.identities["email"]
+    assert before - after == {"exports/K00000001/a.pdf", "exports/K00000001/b.txt", f"mail/{email}/1.eml"}
+    assert secret.read_text() == "not the store's\n" and (media / "exports/K00000001/evil.pdf").is_symlink()
+    again = files.erase(MAX, plan)
+    assert again.tables == {"exports": ErasureCount(found=1, retained=1), "mail": ErasureCount()}
+    for c in cache.values():
+        c.close()
