@@ -15,6 +15,9 @@ A path from a store is never trusted: it is resolved (symlinks included) and ref
 stays inside the root, so an index row saying ``../../etc/passwd`` is reported, not read. A file the
 index lists but the folder lacks is a note for the DPO, not a failure. A root that cannot be read
 raises ``StoreUnavailable`` (the job is retried).
+
+Erasure (``preview``/``erase``) removes the subject's blobs, then their index rows; erase this store
+before the SQL store that holds its index (see "erasure" in the class).
 """
 
 from __future__ import annotations
@@ -24,15 +27,16 @@ import hashlib
 import io
 import itertools
 import os
+import stat
 import string
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
-from sqlalchemy import ColumnElement, MetaData, Table, false, inspect, or_, select
+from sqlalchemy import ColumnElement, MetaData, Table, and_, delete, false, inspect, or_, select
 from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 
 from dsr.datamap.model import Store
@@ -41,14 +45,18 @@ from dsr.stores.base import (
     CollectResult,
     ColumnKind,
     Connector,
+    ErasureCount,
+    ErasureResult,
     NotSupported,
     Progress,
     StoreUnavailable,
     Subject,
+    TableErasure,
     TableSink,
+    TooMany,
     register,
 )
-from dsr.stores.sql import SqlConnector, column_kind
+from dsr.stores.sql import ErasurePlanError, SqlConnector, column_kind
 
 # Status of a file in the metadata table.
 EXPORTED, MISSING, REFUSED, NO_FILE = "exported", "missing", "refused", "no_file"
@@ -198,6 +206,31 @@ def _open_blob(path: Path) -> BinaryIO:
     return path.open("rb")
 
 
+def _unlink_blob(path: Path) -> bool:
+    """The one place a file of the store is removed (tests watch it); False if it was gone already."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _sync_folders(folders: Iterable[Path]) -> None:
+    """Make unlinks durable before the index rows' DELETE commits (best effort where a folder cannot
+    be opened or fsynced)."""
+    for folder in folders:
+        try:
+            fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except OSError:
+            continue
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
 def _drain(reader: HashingReader) -> None:
     """Read what a sink left unread, so size and checksum cover the whole file."""
     while reader.read(CHUNK):
@@ -239,6 +272,39 @@ class _Names:
 class _Tally:
     missing: list[Any] = field(default_factory=list)
     refused: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class _Scan:
+    """One table's files of the subject before an erasure (``ref``: the index key, or the path)."""
+
+    key: str = "path"
+    indexed: bool = False  # found through an index table (its rows are deleted too)
+    found: int = 0
+    missing: list[Any] = field(default_factory=list)
+    refused: list[Any] = field(default_factory=list)
+    refused_paths: set[str] = field(default_factory=set)  # kept out of the DELETE: their file stays
+    linked: list[Any] = field(default_factory=list)  # files with other names (hard links)
+    unknown: list[str] = field(default_factory=list)  # pattern placeholders the subject is not known by
+
+    def add(self, value: Any, ref: Any, root: Path) -> None:
+        self.found += 1
+        if value is None or str(value).strip() == "":
+            return  # a row without a file: only the row goes
+        path = _inside(root, str(value))
+        if path is None:
+            self.refused.append(ref)
+            self.refused_paths.add(str(value))
+            return
+        try:
+            info = path.stat()
+        except OSError:
+            self.missing.append(ref)
+            return
+        if not stat.S_ISREG(info.st_mode):  # a folder, pipe or device: never opened, never removed
+            self.missing.append(ref)
+        elif info.st_nlink > 1:
+            self.linked.append(ref)
 
 
 @register
@@ -429,24 +495,19 @@ class FilesConnector(Connector):
                          result: CollectResult) -> None:
         values, unknown = self._identity_values(_placeholders(pattern), subject)
         writer = sink.open_table(name, [*FILE_COLUMNS, "path", "modified_at"], [*FILE_KINDS, "string", "date-time"])
-        names, tally, seen, files = _Names(), _Tally(), set(), 0
+        names, tally, seen, files = _Names(), _Tally(), 0, 0
         try:
             if unknown:
                 result.notes.append(f"{name}: not searched: the subject's {', '.join(unknown)} is not known "
                                     f"(pattern {pattern})")
-            for combination in values:
-                found = sorted(root.glob(pattern.format(**{k: glob.escape(v) for k, v in combination.items()})))
-                for match in found:
-                    relative = match.relative_to(root).as_posix()
-                    if relative in seen or match.is_dir():
-                        continue
-                    seen.add(relative)
-                    entry = self._export(name, relative, root, sink, names, tally, relative)
-                    files += entry[3] == EXPORTED
-                    writer.write([[*entry, relative, _modified(match) if entry[3] == EXPORTED else None]])
+            for relative, match in _pattern_matches(pattern, values, root):
+                seen += 1
+                entry = self._export(name, relative, root, sink, names, tally, relative)
+                files += entry[3] == EXPORTED
+                writer.write([[*entry, relative, _modified(match) if entry[3] == EXPORTED else None]])
         finally:
             writer.close()
-        result.found[name] = len(seen)
+        result.found[name] = seen
         result.files[name] = files
         result.notes += _notes(name, f"the pattern {pattern}", "path", tally)
 
@@ -477,6 +538,203 @@ class FilesConnector(Connector):
         except OSError as exc:
             raise StoreUnavailable(f"store {self.store.name}: cannot read {value}: {exc.strerror or exc}") from exc
         return [f"{table}/{package_name}", reader.size, reader.sha256, EXPORTED]
+
+    # ---- erasure (Art. 17)
+    # The subject's files are those collect finds (the same membership, the same path check). One
+    # index row is one file: counts are in files. ``delete`` removes the blobs and their index rows,
+    # ``retain`` counts them and changes nothing; ``null`` is refused (see _check_plan).
+    #
+    # Order for crash safety: blobs first, then their index rows. A worker killed in between leaves
+    # index rows that point at missing files: a rerun finds them through the index as before (collect
+    # reports them as "listed but missing"), counts them and deletes the rows, so the job completes.
+    # The other order would leave blobs without an index row, which nothing could ever find again:
+    # the data would be kept forever. The unlinks are made durable (the folders fsynced) before the
+    # rows' DELETE commits, so a power loss cannot reorder them either.
+    #
+    # Erase this store BEFORE the SQL store that holds its index (in the default map portal_db): the
+    # index rows belong to the subject through the SQL store's rows (ticket_attachments ->
+    # support_tickets -> accounts), and the sql erasure refuses to delete support_tickets while
+    # ticket_attachments rows (a foreign key) still point at them. An index table the SQL store's
+    # map lists itself would otherwise lose its rows there first and orphan the blobs.
+
+    # Test seam: called after the blobs are unlinked and before the index rows are deleted.
+    after_unlink: Callable[[], object] | None = None
+
+    def preview(self, subject: Subject, plan: Mapping[str, TableErasure]) -> ErasureResult:
+        return self._erasure(subject, plan, bound=None, apply=False)
+
+    def erase(self, subject: Subject, plan: Mapping[str, TableErasure], *, bound: int | None = None) -> ErasureResult:
+        return self._erasure(subject, plan, bound=bound, apply=True)
+
+    def _check_plan(self, plan: Mapping[str, TableErasure]) -> None:
+        for name, step in plan.items():
+            if name not in self.tables:
+                raise ErasurePlanError(f"store {self.store.name}: no table {name!r} in the data map")
+            if step.method == "null":
+                # Nulling index columns would leave the file itself, the recording or the upload,
+                # which is the personal data: an erasure that is none. The domain must say delete or
+                # retain.
+                raise ErasurePlanError(f"store {self.store.name}: table {name}: null cannot erase a file's content; "
+                                       "use delete (the file and its index row) or retain")
+            if step.method not in ("delete", "retain"):
+                raise ErasurePlanError(f"store {self.store.name}: table {name}: unknown method {step.method!r}")
+
+    def _erasure(self, subject: Subject, plan: Mapping[str, TableErasure], *, bound: int | None,
+                 apply: bool) -> ErasureResult:
+        self._check_plan(plan)
+        root = self._root()
+        names = [name for name in self.tables if name in plan]
+        deleting = [name for name in names if plan[name].method == "delete"]
+        # Count first, changing nothing: the preview, the bound's check, and the paths never to delete.
+        scans = {name: self._scan(name, root, subject) for name in names}
+        counts = {name: _planned(plan[name], scan) for name, scan in scans.items()}
+        touched = sum(c.deleted for c in counts.values())
+        if apply and bound is not None and touched > bound:
+            raise TooMany(self.store.name, touched, bound)
+        extra: dict[str, int] = {}
+        if apply and touched:
+            for name in deleting:  # phase 1: the blobs
+                done = self._unlink_all(name, root, subject)
+                if self.tables[name]["index"] is None:  # a pattern's files have no rows: done is the count
+                    counts[name] = replace(counts[name], deleted=done)
+            if self.after_unlink is not None:
+                self.after_unlink()
+            by_store: dict[str, list[str]] = {}
+            for name in deleting:
+                index = self.tables[name]["index"]
+                if index is not None and scans[name].found:
+                    by_store.setdefault(index["store"], []).append(name)
+            for store, tables in by_store.items():  # phase 2: the index rows, one transaction per store
+                deleted = self._delete_rows(store, tables, root, subject, scans)
+                for name, (rows, added) in deleted.items():
+                    counts[name] = replace(counts[name], deleted=rows)
+                    extra[name] = added
+        result = ErasureResult(counts)
+        for name in names:
+            result.notes += _erasure_notes(name, self._source(name), plan[name].method, scans[name],
+                                           extra.get(name, 0), apply)
+        return result
+
+    def _source(self, name: str) -> str:
+        index = self.tables[name]["index"]
+        if index is None:
+            return f"the pattern {self.tables[name]['pattern']}"
+        return f"the index {index['store']}.{index['table']}"
+
+    def _scan(self, name: str, root: Path, subject: Subject) -> _Scan:
+        """The subject's files of one table, classified as collect would: listed (one per index row),
+        missing, refused (outside the root: never deleted), with other names (hard links)."""
+        scan = _Scan()
+        index = self.tables[name]["index"]
+        if index is None:
+            values, scan.unknown = self._identity_values(_placeholders(self.tables[name]["pattern"]), subject)
+            for relative, _match in _pattern_matches(self.tables[name]["pattern"], values, root):
+                scan.add(relative, relative, root)
+            return scan
+        sql = self._sql(index["store"])
+        t = self._index_table(sql, index)
+        key = t.c[index["key"]] if index["key"] in t.c else t.c[index["path_column"]]
+        scan.key, scan.indexed = key.name, True
+        stmt = (select(t.c[index["path_column"]], key).where(self._membership(sql, t, index, subject))
+                .order_by(key))
+        try:
+            with sql.engine.connect() as conn:
+                for part in conn.execution_options(yield_per=int(self.connection["batch_size"])) \
+                        .execute(stmt).partitions():
+                    for path, ref in part:
+                        scan.add(path, ref, root)
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"store {index['store']} (index of {self.store.name}.{name}): "
+                                   f"{exc.__class__.__name__}: {exc}") from exc
+        return scan
+
+    def _unlink_all(self, name: str, root: Path, subject: Subject) -> int:
+        """Phase 1: unlink the subject's files of one table (listed again, so a file added since the
+        count goes too), then fsync their folders. Returns the files handled (unlinked or gone)."""
+        index = self.tables[name]["index"]
+        folders: set[Path] = set()
+        done = 0
+        if index is None:
+            values, _unknown = self._identity_values(_placeholders(self.tables[name]["pattern"]), subject)
+            for relative, _match in _pattern_matches(self.tables[name]["pattern"], values, root):
+                done += self._unlink_one(relative, root, folders) is not None
+        else:
+            sql = self._sql(index["store"])
+            t = self._index_table(sql, index)
+            stmt = select(t.c[index["path_column"]]).where(self._membership(sql, t, index, subject))
+            try:
+                with sql.engine.connect() as conn:
+                    for part in conn.execution_options(yield_per=int(self.connection["batch_size"])) \
+                            .execute(stmt).scalars().partitions():
+                        for value in part:
+                            done += self._unlink_one(value, root, folders) is not None
+            except SQLAlchemyError as exc:
+                raise StoreUnavailable(f"store {index['store']} (index of {self.store.name}.{name}): "
+                                       f"{exc.__class__.__name__}: {exc}") from exc
+        _sync_folders(folders)
+        return done
+
+    def _unlink_one(self, value: Any, root: Path, folders: set[Path]) -> Path | None:
+        """Remove one listed file: the resolved path, only inside the root (the collect path check) and
+        only a regular file (never a folder, pipe or device). None: refused, never deleted."""
+        if value is None or str(value).strip() == "":
+            return root  # no file to remove; the row goes
+        path = _inside(root, str(value))
+        if path is None:
+            return None
+        try:
+            if path.is_file() and _unlink_blob(path):
+                folders.add(path.parent)
+        except OSError as exc:
+            raise StoreUnavailable(f"store {self.store.name}: cannot delete {value}: {exc.strerror or exc}") from exc
+        return path
+
+    def _delete_rows(self, store: str, names: Sequence[str], root: Path, subject: Subject,
+                     scans: Mapping[str, _Scan]) -> dict[str, tuple[int, int]]:
+        """Phase 2: one DELETE per index table of one SQL store, in one transaction. Rows whose path
+        is outside the root are kept (their file was not deleted). Where the database can say which
+        rows it deleted (RETURNING), a row added after phase 1 has its file unlinked before the commit,
+        so no blob outlives its row. Returns per table (rows deleted, of those added meanwhile)."""
+        sql = self._sql(store)
+        out: dict[str, tuple[int, int]] = {}
+        folders: set[Path] = set()
+        returning = bool(sql.engine.dialect.delete_returning)
+        try:
+            with sql.engine.connect() as conn, conn.begin() as tx:
+                for name in names:
+                    index = self.tables[name]["index"]
+                    t = self._index_table(sql, index)
+                    path = t.c[index["path_column"]]
+                    where = self._membership(sql, t, index, subject)
+                    refused = sorted(scans[name].refused_paths)
+                    if refused:
+                        where = and_(where, or_(path.is_(None), path.not_in(refused)))
+                    if not returning:
+                        out[name] = (conn.execute(delete(t).where(where)).rowcount, 0)
+                        continue
+                    rows, added = 0, 0
+                    for value in conn.execute(delete(t).where(where).returning(path)).scalars():
+                        rows += 1
+                        if value is None or str(value).strip() == "":
+                            continue
+                        resolved = _inside(root, str(value))
+                        if resolved is None:  # a row outside the root added since the count: keep it
+                            raise StoreUnavailable(f"store {self.store.name}.{name}: an index row pointing outside "
+                                                   "the folder was added during the erasure; try again")
+                        try:
+                            if resolved.is_file() and _unlink_blob(resolved):
+                                folders.add(resolved.parent)
+                                added += 1
+                        except OSError as exc:
+                            raise StoreUnavailable(f"store {self.store.name}: cannot delete {value}: "
+                                                   f"{exc.strerror or exc}") from exc
+                    out[name] = (rows, added)
+                _sync_folders(folders)
+                tx.commit()
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"store {store} (index of {self.store.name}): "
+                                   f"{exc.__class__.__name__}: {exc}") from exc
+        return out
 
     # ---- the index store
 
@@ -581,6 +839,20 @@ def _index_links(path: str, index: Mapping[str, Any], stores: Mapping[str, Store
             for column, (target, _col) in references.items() if target not in other.tables]
 
 
+def _pattern_matches(pattern: str, values: Iterable[Mapping[str, str]], root: Path) -> Iterator[tuple[str, Path]]:
+    """The files a pattern finds for the subject's values (glob-escaped), each once, as (path relative
+    to root, the match); collect and erase share it, so both see the same files."""
+    seen: set[str] = set()
+    for combination in values:
+        found = sorted(root.glob(pattern.format(**{k: glob.escape(v) for k, v in combination.items()})))
+        for match in found:
+            relative = match.relative_to(root).as_posix()
+            if relative in seen or match.is_dir():
+                continue
+            seen.add(relative)
+            yield relative, match
+
+
 def _inside(root: Path, value: str) -> Path | None:
     """``value`` (relative to root, or absolute) resolved with its symlinks; None unless inside root."""
     if "\x00" in value:
@@ -632,3 +904,47 @@ def _notes(table: str, source: str, key: str, tally: _Tally) -> list[str]:
 def _listed(refs: list[Any], limit: int = 10) -> str:
     shown = ", ".join(str(r) for r in refs[:limit])
     return shown + (f" and {len(refs) - limit} more" if len(refs) > limit else "")
+
+
+def _planned(step: TableErasure, scan: _Scan) -> ErasureCount:
+    """The counts, in files, before anything changes: refused paths are kept (counted as retained)."""
+    if step.method == "delete":
+        return ErasureCount(found=scan.found, deleted=scan.found - len(scan.refused), retained=len(scan.refused))
+    return ErasureCount(found=scan.found, retained=scan.found)
+
+
+def _erasure_notes(table: str, source: str, method: str, scan: _Scan, added: int, apply: bool) -> list[str]:
+    """For the DPO: references (keys) and counts only, never a path's content."""
+    notes = []
+    if scan.unknown:
+        notes.append(f"{table}: not searched: the subject's {', '.join(scan.unknown)} is not known ({source}); "
+                     "a person must look for the subject's files")
+    if scan.missing:
+        n = len(scan.missing)
+        was = ("were" if n != 1 else "was") if apply else "would be"
+        gone = f"; {'their' if n != 1 else 'its'} index row{'s' if n != 1 else ''} {was} deleted" \
+            if method == "delete" and scan.indexed else ""
+        notes.append(f"{table}: {_plural(n, 'file')} listed in {source} {'are' if n != 1 else 'is'} missing "
+                     f"({scan.key} {_listed(scan.missing)}){gone}")
+    if scan.refused:
+        n = len(scan.refused)
+        what, where = ("the file nor its index row", "the index") if scan.indexed else ("the link nor its target",
+                                                                                       "the folder")
+        notes.append(f"{table}: {_plural(n, 'path')} in {source} point{'' if n != 1 else 's'} outside the store's "
+                     f"folder ({scan.key} {_listed(scan.refused)}): neither {what} {'was' if apply else 'would be'} "
+                     f"erased (counted as retained); check {where} for tampering, a person must erase them")
+    if scan.linked and method == "delete":
+        n = len(scan.linked)
+        notes.append(f"{table}: {_plural(n, 'file')} {'have' if n != 1 else 'has'} other names (hard links) "
+                     f"({scan.key} {_listed(scan.linked)}): deleting removes this name; the content stays under "
+                     "the others")
+    if added:
+        notes.append(f"{table}: {_plural(added, 'file')} added during the erasure {'were' if added != 1 else 'was'} "
+                     f"deleted with {'their' if added != 1 else 'its'} index row{'s' if added != 1 else ''}")
+    if method == "retain" and scan.found:
+        notes.append(f"{table}: {_plural(scan.found, 'file')} of the subject kept as they are (erasure method retain)")
+    return notes
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
