@@ -9,6 +9,12 @@ delay, 2 s by default); at every change the simulator POSTs a signed callback to
 make-believe, deterministic message records and call-recording metadata for the demo subject
 max.mustermann@example.com, and nothing for anyone else.
 
+It holds its copy of a subject's records in memory from the first request naming the subject. An
+``erasure`` request, when it completes, deletes that copy (a later access request finds nothing) and
+its status, signed like every answer, reports what it deleted per table::
+
+    "erasure_counts": {"messages": {"found": 5, "deleted": 5}, "call_recordings_meta": {...}}
+
     serve(secret="...")  ->  handle.url == "http://127.0.0.1:<a free port>/opendsr"; handle.shutdown()
 
 ``dsr demo`` starts it with ``serve_for_demo`` on a free port and points ``DSR_VONAGE_URL`` at it; on its
@@ -128,6 +134,29 @@ class _Case:
     received: datetime
     status: str = "pending"
     timers: list[threading.Timer] = field(default_factory=list)
+    erased: dict[str, dict[str, int]] | None = None  # an erasure's counts per table, once completed
+    reason: str | None = None  # why it failed
+
+    @property
+    def erasure(self) -> bool:
+        return self.document.get("subject_request_type") == "erasure"
+
+
+def _subject_keys(identities: list[dict[str, Any]]) -> list[str]:
+    """The same key for an identity sent raw or hashed, so both find the same copy of the subject."""
+    keys = []
+    for identity in identities:
+        value = str(identity.get("identity_value", "")).strip()
+        if not value:
+            continue
+        if identity.get("identity_format") == "sha256":
+            digest = value.lower()
+        else:
+            if identity.get("identity_type") == "email":
+                value = value.lower()
+            digest = hashlib.sha256(value.encode()).hexdigest()
+        keys.append(f"{identity.get('identity_type')}:{digest}")
+    return keys
 
 
 @dataclass
@@ -144,6 +173,9 @@ class Simulator:
     sending: threading.Lock = field(default_factory=threading.Lock)
     stopped: bool = False
     origin: str = ""  # http://127.0.0.1:<port>, set once the server is bound
+    # The simulator's copy of each subject's records (identity key -> tables), made from ``records`` when a
+    # request first names the subject; an erasure empties it. Guarded by ``lock``.
+    held: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
 
     def receive(self, document: dict[str, Any], protocol: str) -> tuple[_Case, bool]:
         """Register a request; returns it and whether it is new."""
@@ -165,10 +197,41 @@ class Simulator:
         with self.sending:
             with self.lock:
                 case = self.cases.get(rid)
-                if case is None or case.status in ("completed", "cancelled") or self.stopped:
+                if case is None or case.status in ("completed", "cancelled", "failed") or self.stopped:
                     return
+                if status == "completed" and case.erasure:
+                    case.erased = self._erase(case)  # before the status says so: a poll never sees it half done
                 case.status = status
             self.send_callbacks(rid)
+
+    def fail(self, rid: str, reason: str) -> None:
+        """Let a request fail (e.g. the subject is unknown to the processor's account), with a callback."""
+        with self.sending:
+            with self.lock:
+                case = self.cases[rid]
+                case.status, case.reason = "failed", reason
+                for timer in case.timers:
+                    timer.cancel()
+            self.send_callbacks(rid)
+
+    def _holding(self, identities: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+        """The subject's records as the simulator holds them (the caller holds ``lock``)."""
+        keys = _subject_keys(identities)
+        for key in keys:
+            if key in self.held:
+                return self.held[key]
+        tables = self.records(identities)
+        for key in keys:
+            self.held[key] = tables  # one copy, whichever identity finds it
+        return tables
+
+    def _erase(self, case: _Case) -> dict[str, dict[str, int]]:
+        """Delete the subject's records from the simulator's copy; what was deleted, per table."""
+        tables = self._holding(list(case.document.get("subject_identities") or []))
+        counts = {name: {"found": len(rows), "deleted": len(rows)} for name, rows in tables.items()}
+        for rows in tables.values():
+            rows.clear()
+        return counts
 
     def cancel(self, rid: str) -> bool:
         with self.sending:
@@ -193,13 +256,20 @@ class Simulator:
             "controller_id": CONTROLLER_ID, "subject_request_id": rid, "request_status": case.status,
             "expected_completion_time": self.expected(case), "api_version": API_VERSION,
         }
-        if case.status == "completed" and case.protocol == "opendsr":
+        if case.status == "completed" and case.erasure:
+            document["erasure_counts"] = case.erased or {}
+        elif case.status == "completed" and case.protocol == "opendsr":
             document["results_url"] = f"{self.origin}/opendsr/results/{rid}"
             document["results_count"] = sum(len(rows) for rows in self.results(rid).values())
+        if case.reason:
+            document["reason"] = case.reason
         return document
 
     def results(self, rid: str) -> dict[str, list[dict[str, Any]]]:
-        return self.records(list(self.cases[rid].document.get("subject_identities") or []))
+        """The subject's records as held now (none after an erasure of the subject)."""
+        with self.lock:
+            tables = self._holding(list(self.cases[rid].document.get("subject_identities") or []))
+            return {name: [dict(row) for row in rows] for name, rows in tables.items()}
 
     def send_callbacks(self, rid: str) -> None:
         """POST the current status, signed, to every callback URL of the request (best effort, once)."""
@@ -207,7 +277,7 @@ class Simulator:
         for url in case.document.get("status_callback_urls") or []:
             body = {**self.status_document(rid), "status_callback_url": url}
             status = str(body["request_status"])  # what this callback says, also when it is recorded below
-            if case.protocol == "webhook" and status == "completed":
+            if case.protocol == "webhook" and status == "completed" and not case.erasure:
                 body["tables"] = self.results(rid)
             raw = encode(body)
             outcome: int | str
@@ -331,8 +401,8 @@ def create_app(simulator: Simulator) -> Flask:
     @app.get("/opendsr/results/<rid>")
     def results(rid: str) -> Response:
         case = simulator.cases.get(rid)
-        if case is None:
-            return error(404, "no such request")
+        if case is None or case.erasure:
+            return error(404, "no such request" if case is None else "an erasure has no results")
         if case.status != "completed":
             return error(409, f"the request is {case.status}")
         return signed({"subject_request_id": rid, "tables": simulator.results(rid)})

@@ -140,6 +140,9 @@ class ErasureCount:
 class ErasureResult:
     tables: dict[str, ErasureCount] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # for the DPO office, like CollectResult.notes
+    # What the store gave as proof that it erased (a processor's signed completion, AT-31): JSON-ready,
+    # without the subject's data, for the domain to keep with the task. Empty: the counts are the proof.
+    evidence: dict[str, Any] = field(default_factory=dict)
 
     @property
     def touched(self) -> int:

@@ -33,7 +33,19 @@ away from its own clock, so a captured message cannot be replayed later.
 
 Idempotency: ``subject_request_id`` is derived from the case and the store (UUID5 of
 ``"<case id>:<store>"`` in a fixed namespace, stamped as version 4 because OpenDSR requires v4-formatted
-GUIDs), so every retry and poll names the same request at the processor.
+GUIDs), so every retry and poll names the same request at the processor. An erasure is named
+``"<case id>:<store>:erase"``: the same case also asks the processor for access (the check after the
+erasure), and that request must never find the erasure's status, nor the erasure the access request's.
+
+Erasure (Art. 17). ``erase`` sends ``subject_request_type: "erasure"`` and waits like ``collect``
+(``Pending`` with the receipt, then polls or a callback). The processor erases all it holds of the
+subject, so only a plan that deletes every table of the store can be sent; a plan that keeps or nulls
+some of it is ``NotSupported`` (a person arranges it). It cannot count before it acts: ``preview`` and
+the bound say so in notes. The completed status may carry counts per table::
+
+    "erasure_counts": {"<table>": {"found": 5, "deleted": 5, "changed": 0, "retained": 0}, ...}
+
+and, signed, is the proof of the erasure (AT-31): ``ErasureResult.evidence`` (see ``erasure_evidence``).
 """
 
 from __future__ import annotations
@@ -60,6 +72,8 @@ from dsr.datamap.model import Store, Table, UnsetVariable
 from dsr.stores.base import (
     CollectResult,
     Connector,
+    ErasureCount,
+    ErasureResult,
     JsonText,
     NotSupported,
     Pending,
@@ -67,6 +81,7 @@ from dsr.stores.base import (
     Refused,
     StoreUnavailable,
     Subject,
+    TableErasure,
     TableSink,
     register,
 )
@@ -88,6 +103,9 @@ IDENTITY_TYPES = {"email": "email", "customer_id": "controller_customer_id", "ph
                   "ip_address": "ip_address"}
 # dsr request type -> OpenDSR subject_request_type (rectification, restriction, objection: later)
 REQUEST_TYPES = {"access": "access", "portability": "portability"}
+ERASURE = "erasure"  # sent by ``erase`` only: never for a case's request type, so a collect cannot erase
+COUNT_FIELDS = ("found", "deleted", "changed", "retained")  # of ErasureCount, in "erasure_counts"
+SIGNATURE_SCHEME = "HMAC-SHA256(shared secret, '<timestamp>.' + body), hex"
 
 BATCH_ROWS = 1000
 MAX_RESPONSE_BYTES = 256 * 1024 * 1024
@@ -159,9 +177,12 @@ def verify_headers(secret: str | bytes, body: bytes, headers: _Headers, *, now: 
 # --- the request ------------------------------------------------------------------------------
 
 
-def subject_request_id(case_id: str, store: str) -> str:
-    """Stable id of one case at one processor: the same for every retry, poll and callback."""
-    derived = uuid.uuid5(NAMESPACE, f"{case_id}:{store}")
+def subject_request_id(case_id: str, store: str, action: str = "collect") -> str:
+    """Stable id of one case at one processor: the same for every retry, poll and callback.
+
+    ``action`` is the task's (``collect`` or ``erase``): an erasure gets its own id, so the access request
+    of the same case (the verification after it) and the erasure never answer for each other."""
+    derived = uuid.uuid5(NAMESPACE, f"{case_id}:{store}" if action == "collect" else f"{case_id}:{store}:{action}")
     return str(uuid.UUID(bytes=derived.bytes, version=4))
 
 
@@ -187,16 +208,16 @@ def identity_objects(subject: Subject, formats: Mapping[str, Mapping[str, Any]])
 
 
 def request_document(subject: Subject, store: str, formats: Mapping[str, Mapping[str, Any]],
-                     callback_urls: Sequence[str]) -> dict[str, Any]:
-    """The OpenDSR request (also the body of the generic webhook)."""
+                     callback_urls: Sequence[str], *, erasure: bool = False) -> dict[str, Any]:
+    """The OpenDSR request (also the body of the generic webhook); ``erasure``: the Art. 17 request."""
     if not subject.case_id:
         raise ValueError("a processor request needs the case id (Subject.case_id) to be idempotent")
     kind = subject.request_type or "access"
-    if kind not in REQUEST_TYPES:
+    if not erasure and kind not in REQUEST_TYPES:
         raise NotSupported(f"OpenDSR has no request type for {kind} requests yet")
     return {
-        "subject_request_id": subject_request_id(subject.case_id, store),
-        "subject_request_type": REQUEST_TYPES[kind],
+        "subject_request_id": subject_request_id(subject.case_id, store, "erase" if erasure else "collect"),
+        "subject_request_type": ERASURE if erasure else REQUEST_TYPES[kind],
         "subject_identities": identity_objects(subject, formats),
         "submitted_time": rfc3339(subject.received_at or datetime.now(UTC)),
         "api_version": API_VERSION,
@@ -402,6 +423,9 @@ class ProcessorConnector(Connector):
             if kind not in types:
                 problems.append(f"{base}.url: the processor does not take {kind} requests (it takes: "
                                 f"{', '.join(map(str, types)) or 'none'})")
+        if ERASURE not in types:
+            # Not an error: collection works; its erasures become a person's work (NotSupported there).
+            problems.append(f"warning: {base}.url: the processor does not take erasure requests")
         supported = {(i.get("identity_type"), i.get("identity_format"))
                      for i in discovery.get("supported_identities") or [] if isinstance(i, dict)}
         for kind, spec in self.store.identities.items():
@@ -423,8 +447,9 @@ class ProcessorConnector(Connector):
             return self._collect_webhook(document, sink)
         return self._collect_opendsr(document, sink)
 
-    def cancel(self, subject: Subject) -> bool:
-        """Withdraw the request at the processor while it is pending (OpenDSR cancellation).
+    def cancel(self, subject: Subject, action: str = "collect") -> bool:
+        """Withdraw the request at the processor while it is pending (OpenDSR cancellation); ``action``:
+        ``erase`` for the erasure request.
 
         True when cancelled (or cancelled before), False when the processor has no such request;
         ``StoreUnavailable`` when it refuses (e.g. it is already in progress) or cannot be reached.
@@ -433,23 +458,130 @@ class ProcessorConnector(Connector):
             raise NotSupported(f"store {self.store.name}: a {self.protocol} recipient cannot be asked to cancel")
         if not subject.case_id:
             raise ValueError("cancelling needs the case id (Subject.case_id)")
-        answer = self._call("DELETE", self._requests_url(subject_request_id(subject.case_id, self.store.name)),
-                            limit=MAX_ERROR_BYTES)
+        reference = subject_request_id(subject.case_id, self.store.name, action)
+        answer = self._call("DELETE", self._requests_url(reference), limit=MAX_ERROR_BYTES)
         if answer.status in (200, 202, 204):
             return True
         if answer.status == 404:
             return False
         raise self._refused(answer)
 
+    # erasure (Art. 17)
+
+    def preview(self, subject: Subject, plan: Mapping[str, TableErasure]) -> ErasureResult:
+        """No counts: a processor cannot count without acting. What ``erase`` would refuse is refused here
+        too, so the domain plans it as a person's work before anything is approved."""
+        if not self._erasure_plan(plan):
+            return ErasureResult(notes=[self._kept_note()])
+        return ErasureResult(notes=[f"{self.store.name}: the processor erases on request and cannot count first; "
+                                    "its counts come with its signed confirmation"])
+
+    def erase(self, subject: Subject, plan: Mapping[str, TableErasure], *, bound: int | None = None) -> ErasureResult:
+        """Ask the processor to erase the subject (OpenDSR ``erasure``, or the generic webhook), like
+        ``collect``: ``Pending`` until it answers, then its counts per table, the signed completion in
+        ``evidence``. ``bound`` cannot apply: the processor counts only once it has erased (a note says so,
+        and another one if its counts exceed the bound)."""
+        if not self._erasure_plan(plan):
+            return ErasureResult(notes=[self._kept_note()])
+        document = request_document(subject, self.store.name, self.store.identities,
+                                    [url] if (url := self._callback_url(subject)) else [], erasure=True)
+        if not document["subject_identities"]:
+            known = ", ".join(self.store.identities)
+            return ErasureResult(notes=[f"{self.store.name}: not asked; the subject has none of the identities "
+                                        f"this processor is asked by ({known})"])
+        if self.protocol == "webhook":
+            result = self._erase_webhook(document, subject)
+        else:
+            status, answer = self._completed(document)
+            result = self._erasure_result(status, erasure_evidence(self.store.name, answer, subject))
+            result.notes.insert(0, f"{self.store.name}: OpenDSR erasure request {document['subject_request_id']} "
+                                   "completed; its status is signature-verified and kept as evidence")
+        if bound is not None:
+            result.notes.append(f"{self.store.name}: the bound of {bound} records does not apply to a processor, "
+                                "which counts only once it has erased")
+            if result.touched > bound:
+                result.notes.append(f"{self.store.name}: the processor reports {result.touched} records deleted or "
+                                    f"changed, more than the bound of {bound}")
+        return result
+
+    def _erasure_plan(self, plan: Mapping[str, TableErasure]) -> bool:
+        """Whether the plan asks the processor to erase (every table deleted) or nothing (every table kept).
+        An OpenDSR erasure takes all the subject's data at the processor: it cannot keep or null a part,
+        so such a plan is ``NotSupported`` (manual work), never half done or silently widened."""
+        unknown = [name for name in plan if name not in self.store.tables]
+        if unknown:
+            raise ValueError(f"store {self.store.name}: no table {', '.join(map(repr, unknown))} in the data map")
+        methods = {name: plan[name].method if name in plan else "retain" for name in self.store.tables}
+        if all(method == "retain" for method in methods.values()):
+            return False
+        partial = [f"{name} ({method})" for name, method in methods.items() if method != "delete"]
+        if partial:
+            raise NotSupported(f"store {self.store.name}: an OpenDSR erasure erases everything the processor holds of "
+                               f"the subject; it cannot keep or change only some of it ({', '.join(partial)}); a "
+                               "person must agree this with the processor")
+        return True
+
+    def _kept_note(self) -> str:
+        return f"{self.store.name}: not asked; the plan keeps all of the subject's data at the processor"
+
+    def _erasure_result(self, status: Mapping[str, Any], evidence: dict[str, Any]) -> ErasureResult:
+        """The counts a completed erasure reports (``erasure_counts``): per table of the data map; a
+        table the map does not list is named in a note, a table without a count too (never a made-up 0)."""
+        result = ErasureResult(evidence=evidence)
+        reported = status.get("erasure_counts")
+        if reported is None:
+            result.notes.append(f"{self.store.name}: the processor confirmed the erasure without counts per table")
+            return result
+        if not isinstance(reported, dict):
+            raise StoreUnavailable(f"store {self.store.name}: erasure_counts is not an object")
+        for name, value in reported.items():
+            if not isinstance(value, dict) or not all(
+                    type(value.get(k, 0)) is int and value.get(k, 0) >= 0 for k in COUNT_FIELDS):
+                raise StoreUnavailable(f"store {self.store.name}: erasure_counts of {str(name)[:80]!r} are not "
+                                       f"counts ({', '.join(COUNT_FIELDS)}: whole numbers >= 0)")
+            count = ErasureCount(**{k: int(value.get(k, 0)) for k in COUNT_FIELDS})
+            if name in self.store.tables:
+                result.tables[name] = count
+            else:
+                result.notes.append(f"{self.store.name}: the processor reports a table {str(name)[:80]!r} the data "
+                                    f"map does not list ({count.deleted} deleted, {count.changed} changed, "
+                                    f"{count.retained} retained)")
+        missing = [name for name in self.store.tables if name not in result.tables]
+        if missing:
+            result.notes.append(f"{self.store.name}: the processor reports no count for {', '.join(missing)}")
+        return result
+
+    def _erase_webhook(self, document: dict[str, Any], subject: Subject) -> ErasureResult:
+        reference = document["subject_request_id"]
+        inbox = inbox_path(self.context.instance_dir, self.store.name, reference)
+        if inbox.exists():
+            raw = inbox.read_bytes()  # its signature was verified when it arrived
+            answer = json.loads(raw)
+            state = answer.get("request_status")
+            if state in ("cancelled", "failed"):
+                reason = answer.get("reason") or answer.get("message")
+                raise Refused(f"store {self.store.name}: the recipient reports erasure request {reference} as "
+                              f"{state}" + (f": {str(reason)[:200]}" if reason else ""))
+            if state == "completed":
+                # Kept, unlike a collect's answer: it holds counts, not the subject's data, and a retry after a
+                # crash must find the confirmation again rather than ask for a second one.
+                evidence = erasure_evidence(self.store.name, _Answer("POST", "", 200, raw, {}), subject,
+                                            kind="webhook-callback")
+                result = self._erasure_result(answer, evidence)
+                result.notes.insert(0, f"{self.store.name}: erasure confirmed by signed webhook callback ({reference})")
+                return result
+        raise self._send_webhook(document)
+
     # OpenDSR
 
-    def _status(self, reference: str) -> dict[str, Any] | None:
+    def _status(self, reference: str) -> tuple[dict[str, Any], _Answer] | None:
+        """The signed status (and the answer it came in, kept as evidence), or None if unknown there."""
         answer = self._call("GET", self._requests_url(reference), limit=MAX_ERROR_BYTES)
         if answer.status == 404:
             return None
         if answer.status != 200:
             raise self._refused(answer)
-        return self._trusted(answer)
+        return self._trusted(answer), answer
 
     def _submit(self, document: dict[str, Any]) -> str:
         answer = self._call("POST", self._requests_url(), encode(document), limit=MAX_ERROR_BYTES)
@@ -464,34 +596,43 @@ class ProcessorConnector(Connector):
         return (f"signed receipt verified (received {receipt.get('received_time', '?')}, "
                 f"sha256 {digest[:16]})")
 
-    def _collect_opendsr(self, document: dict[str, Any], sink: TableSink) -> CollectResult:
+    def _completed(self, document: dict[str, Any]) -> tuple[dict[str, Any], _Answer]:
+        """The signed status once the processor completed the request, which is submitted first if it does
+        not know it. ``Pending`` while it works; ``Refused`` once it failed or was cancelled."""
         reference = document["subject_request_id"]
-        status = self._status(reference)
+        what = "OpenDSR erasure request" if document["subject_request_type"] == ERASURE else "OpenDSR request"
+        asked = self._status(reference)
         receipt = ""
-        if status is None:
+        if asked is None:
             receipt = "; " + self._submit(document)
-            status = self._status(reference)
-        if status is None:
+            asked = self._status(reference)
+        if asked is None:
             raise Pending(reference, self.poll_seconds, f"submitted to {self.store.name} as {reference}{receipt}")
+        status, answer = asked
         state = status.get("request_status")
         if state in PENDING_STATES:
             expected = status.get("expected_completion_time")
             raise Pending(reference, self.poll_seconds,
-                          f"{state} at {self.store.name} as OpenDSR request {reference}"
+                          f"{state} at {self.store.name} as {what} {reference}"
                           + (f", expected by {expected}" if expected else "") + receipt
                           + ("" if document["status_callback_urls"] else "; no DSR_BASE_URL, so polled only"))
         if state == "completed":
-            results_url = status.get("results_url")
-            payload = self._results(str(results_url)) if results_url else {"tables": {}}
-            result = self._write(payload, sink)
-            result.notes.insert(0, f"{self.store.name}: OpenDSR request {reference} completed; status and results "
-                                   "signature-verified")
-            return result
+            return status, answer
         if state in ("cancelled", "failed"):
             reason = status.get("reason") or status.get("message")
-            raise Refused(f"store {self.store.name}: the processor reports OpenDSR request {reference} as "
-                                   f"{state}" + (f": {str(reason)[:200]}" if reason else ""))
+            raise Refused(f"store {self.store.name}: the processor reports {what} {reference} as "
+                          f"{state}" + (f": {str(reason)[:200]}" if reason else ""))
         raise StoreUnavailable(f"store {self.store.name}: unknown request_status {str(state)[:40]!r} for {reference}")
+
+    def _collect_opendsr(self, document: dict[str, Any], sink: TableSink) -> CollectResult:
+        reference = document["subject_request_id"]
+        status, _answer = self._completed(document)
+        results_url = status.get("results_url")
+        payload = self._results(str(results_url)) if results_url else {"tables": {}}
+        result = self._write(payload, sink)
+        result.notes.insert(0, f"{self.store.name}: OpenDSR request {reference} completed; status and results "
+                               "signature-verified")
+        return result
 
     def _results(self, results_url: str) -> dict[str, Any]:
         target = urljoin(self.url + "/", results_url)
@@ -530,14 +671,20 @@ class ProcessorConnector(Connector):
                 result.notes.insert(0, f"{self.store.name}: answered by signed webhook callback ({reference})")
                 inbox.unlink(missing_ok=True)
                 return result
+        raise self._send_webhook(document)
+
+    def _send_webhook(self, document: dict[str, Any]) -> Pending:
+        """(Re-)send the request to the webhook recipient; it answers by signed callback: the ``Pending`` to raise."""
+        reference = document["subject_request_id"]
         if not document["status_callback_urls"]:
             raise StoreUnavailable(f"store {self.store.name}: a webhook recipient answers by calling back, which "
                                    "needs DSR_BASE_URL (the address the recipient can reach dsr at)")
         sent = self._call("POST", self.url, encode(document), limit=MAX_ERROR_BYTES)
         if sent.status not in (200, 201, 202, 204, 409):
             raise self._refused(sent)
-        raise Pending(reference, self.poll_seconds,
-                      f"sent to {self.store.name} by signed webhook as {reference}; waiting for its signed callback")
+        what = "erasure request" if document["subject_request_type"] == ERASURE else "request"
+        return Pending(reference, self.poll_seconds, f"{what} sent to {self.store.name} by signed webhook as "
+                                                    f"{reference}; waiting for its signed callback")
 
     # results -> sink
 
@@ -561,6 +708,38 @@ class ProcessorConnector(Connector):
         for name in self.store.tables:
             result.found.setdefault(name, 0)
         return result
+
+
+def erasure_evidence(store: str, answer: _Answer, subject: Subject, *, kind: str = "opendsr-status",
+                     now: datetime | None = None) -> dict[str, Any]:
+    """The processor's signed completion of an erasure, as the domain keeps it (AT-31).
+
+    ``body`` is the exact text that was signed, so whoever holds the shared secret can check it again
+    with ``timestamp`` and ``signature`` (``opendsr-status``: the status answer we fetched and verified;
+    ``webhook-callback``: the callback verified by the callback endpoint on arrival, whose headers are not
+    kept, so ``signature`` is None and ``body_sha256`` identifies it). A body naming the subject's
+    identities (OpenDSR status documents do not) is not kept: only its hash."""
+    body = answer.body
+    text = body.decode("utf-8", errors="replace")
+    values = [v for v in subject.identities.values() if v]
+    named = any(v in text or hashlib.sha256(v.encode("utf-8")).hexdigest() in text for v in values)
+    try:
+        reference = json.loads(body).get("subject_request_id")
+    except (ValueError, AttributeError):
+        reference = None
+    return {
+        "kind": kind,
+        "store": store,
+        "reference": reference,
+        "request_status": "completed",
+        "url": answer.url or None,
+        "timestamp": answer.headers.get(TIMESTAMP_HEADER) if answer.headers else None,
+        "signature": answer.headers.get(SIGNATURE_HEADER) if answer.headers else None,
+        "scheme": SIGNATURE_SCHEME,
+        "body_sha256": hashlib.sha256(body).hexdigest(),
+        "body": None if named else text,
+        "verified_at": rfc3339(now or datetime.now(UTC)),
+    }
 
 
 def _write_table(sink: TableSink, table: Table, rows: list[dict[str, Any]]) -> int:
