@@ -85,6 +85,19 @@ class _BindsRuntime:
         with runtimes.bound(self.runtime):
             return super().perform_job(job, queue, execution)  # type: ignore[misc]
 
+    def unsubscribe(self) -> None:
+        # RQ sends UNSUBSCRIBE and then stops its command-listener thread, which waits for messages 60 s
+        # at a time: when the reply wins that race the thread waits on for up to 60 s, and since redis-py
+        # 8.2 stop() joins it, so work() does too. So: tell the thread to stop without waiting for it,
+        # then UNSUBSCRIBE, whose reply wakes it to see that and end.
+        thread = self.pubsub_thread  # type: ignore[attr-defined]
+        if thread:
+            try:
+                thread.stop(timeout=0)  # redis-py >= 8.2: clear the flag, join for 0 s
+            except TypeError:
+                thread.stop()  # earlier: clears the flag, never joins
+        super().unsubscribe()  # type: ignore[misc]
+
 
 class DsrWorker(_BindsRuntime, Worker):
     """Production worker: forks a work horse per job (memory released, hard timeouts).
@@ -163,19 +176,6 @@ class DsrSimpleWorker(_BindsRuntime, SimpleWorker):
 
     def _install_signal_handlers(self) -> None:
         pass
-
-    def unsubscribe(self) -> None:
-        # RQ sends UNSUBSCRIBE and then stops its command-listener thread, which waits for messages 60 s
-        # at a time: when the reply wins that race the thread waits on for up to 60 s, and since redis-py
-        # 8.2 stop() joins it, so work() does too. So: tell the thread to stop without waiting for it,
-        # then UNSUBSCRIBE, whose reply wakes it to see that and end.
-        thread = self.pubsub_thread
-        if thread:
-            try:
-                thread.stop(timeout=0)  # redis-py >= 8.2: clear the flag, join for 0 s
-            except TypeError:
-                thread.stop()  # earlier: clears the flag, never joins
-        super().unsubscribe()
 
     def stop_when_idle(self) -> None:
         """Thread-safe stop: RQ's request_stop() installs signal handlers, which only the main thread may."""
