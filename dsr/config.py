@@ -82,6 +82,12 @@ class Settings:
     task_lease_seconds: int = 30
     worker_maintenance_seconds: int = 30
     sweep_seconds: float = 15.0
+    # Erasure (Art. 17): the DPO approves each preview unless this is on; no store may lose or change more
+    # records for one subject than the bound without the DPO's say (0: no bound); backups are overwritten
+    # within backup_days (the confirmation letter says so; None: it says nothing about backups).
+    erasure_auto_approve: bool = False
+    erasure_bound: int = 100_000
+    backup_days: int | None = None
 
     @property
     def production(self) -> bool:
@@ -158,6 +164,9 @@ class Settings:
             worker_maintenance_seconds=integer("DSR_WORKER_MAINTENANCE_SECONDS", 30),
             sweep_seconds=integer("DSR_SWEEP_SECONDS", 15),
             outbox_grace_seconds=integer("DSR_JOB_GRACE_SECONDS", 30),
+            erasure_auto_approve=boolean("DSR_ERASURE_AUTO_APPROVE", False),
+            erasure_bound=integer("DSR_ERASURE_BOUND", 100_000),
+            backup_days=integer("DSR_BACKUP_DAYS", 0) or None,
         )
         if settings.task_lease_seconds < 3:
             raise ConfigError(f"DSR_TASK_LEASE_SECONDS must be at least 3, got {settings.task_lease_seconds}")
@@ -168,6 +177,10 @@ class Settings:
         if settings.worker_maintenance_seconds < 1:
             raise ConfigError("DSR_WORKER_MAINTENANCE_SECONDS must be at least 1, "
                               f"got {settings.worker_maintenance_seconds}")
+        if settings.erasure_bound < 0:
+            raise ConfigError(f"DSR_ERASURE_BOUND must not be negative (0: no bound), got {settings.erasure_bound}")
+        if settings.backup_days is not None and settings.backup_days < 0:
+            raise ConfigError(f"DSR_BACKUP_DAYS must not be negative, got {settings.backup_days}")
         if not 0 <= settings.report_preview_rows <= 100:
             raise ConfigError(f"DSR_REPORT_PREVIEW_ROWS must be between 0 and 100, got {settings.report_preview_rows}")
         return replace(settings, **overrides) if overrides else settings  # type: ignore[arg-type]

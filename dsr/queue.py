@@ -260,12 +260,12 @@ class Sweeper:
 
     def recover_once(self) -> Recovered:
         """The watchdog's pass: work no live job will finish gets a new job (``dsr.domain.recovery``)."""
-        from dsr.domain.planning import ACTIONS
+        from dsr.domain.planning import AUTOMATED
         from dsr.domain.recovery import recover
 
         assert self.runtime.dispatcher is not None
         grace = timedelta(seconds=self.runtime.settings.outbox_grace_seconds)
-        return recover(self.runtime.sessions, self.runtime.dispatcher.is_known, grace=grace, automated=set(ACTIONS))
+        return recover(self.runtime.sessions, self.runtime.dispatcher.is_known, grace=grace, automated=AUTOMATED)
 
     def purge_once(self) -> int:
         from dsr.domain.retention import purge_expired

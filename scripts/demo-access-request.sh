@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Walk one access request through the API: submit, verify by hand, wait, download the ZIP.
-# Usage: scripts/demo-access-request.sh [BASE_URL] TOKEN [EMAIL]
+# Usage: scripts/demo-access-request.sh [BASE_URL] TOKEN [EMAIL]   (LOCALE=en for the English answer)
 set -euo pipefail
 if [ $# -eq 1 ]; then set -- http://127.0.0.1:5000 "$1"; fi
 base=${1:?base URL}; token=${2:?DPO API token (printed by make demo)}; email=${3:-max.mustermann@example.com}
 json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 
 created=$(curl -fsS -X POST "$base/api/v1/requests" -H 'Content-Type: application/json' \
-  -d "{\"type\": \"access\", \"email\": \"$email\", \"locale\": \"de\"}")
+  -d "{\"type\": \"access\", \"email\": \"$email\", \"locale\": \"${LOCALE:-de}\"}")
 id=$(json '["id"]' <<<"$created")
 echo "submitted $(json '["reference"]' <<<"$created"), due $(json '["due_at"]' <<<"$created")"
 

@@ -160,6 +160,44 @@ def settings(backend: Backend, clean_db: None, tmp_path: Path, monkeypatch: pyte
     )
 
 
+@dataclass(frozen=True)
+class OwnStores:
+    store_url: str
+    media: Path
+    analytics: Path
+
+
+@pytest.fixture
+def own_stores(backend: Backend, settings: Settings, tmp_path: Path,
+               monkeypatch: pytest.MonkeyPatch) -> Iterator[OwnStores]:
+    """A demo portal database, media folder and analytics exports of this test's own (the session's
+    are shared and must stay as built): for tests that erase. Apps built after this use them."""
+    media, exports = tmp_path / "own-media", tmp_path / "own-analytics"
+    if backend.real:
+        admin = create_engine(backend.store_url, isolation_level="AUTOCOMMIT")
+        name = f"dsr_own_{uuid.uuid4().hex[:10]}"
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        url = make_url(backend.store_url).set(database=name).render_as_string(False)
+    else:
+        url = f"sqlite:///{tmp_path / 'own-portal.sqlite'}"
+    try:
+        engine = make_engine(url, create_folder=True)
+        portal.build(engine, portal.DemoSize(subjects=12, rows=30))
+        blobs.build(engine, media)
+        analytics.build(exports, analytics.consent_windows(engine))
+        engine.dispose()
+        monkeypatch.setenv("DSR_PORTAL_DB_URL", url)
+        monkeypatch.setenv("DSR_MEDIA_DIR", str(media))
+        monkeypatch.setenv("DSR_ANALYTICS_DIR", str(exports))
+        yield OwnStores(url, media, exports)
+    finally:
+        if backend.real:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+
+
 @pytest.fixture
 def make_app(settings: Settings) -> Iterator[Callable[..., Flask]]:
     """Apps on the test's backend with some settings changed (``make_app(datamap_path=...)``); each

@@ -18,6 +18,7 @@ from dsr.datamap.model import (
     Case,
     Category,
     Contact,
+    Contract,
     Controller,
     DataMap,
     Erasure,
@@ -130,6 +131,7 @@ def _build(data: dict[str, Any], source: Path | None, lines: Mapping[str, int], 
                     for k, v in data["categories"].items()},
         stores=stores,
         notice=data["notice"],
+        contract=_contract(data["contract"]),
         source=source,
         lines=lines,
     )
@@ -143,6 +145,10 @@ def _rule(column: str, spec: dict[str, Any], category: str, lists: dict[str, Any
         cases.append(Case(case["disclose"], case["mask"], case["reason"], when["column"], when["equals"],
                           tuple(listed) if listed is not None else None, when["request"]))
     return FieldRule(column, spec.pop("category") or category, cases=tuple(cases), **spec)
+
+
+def _contract(c: dict[str, Any] | None) -> Contract | None:
+    return None if c is None else Contract(c["store"], c["table"], c["column"], tuple(c["ended"]))
 
 
 def _erasure(e: dict[str, Any] | None) -> Erasure | None:
@@ -167,6 +173,14 @@ def _cross_check(m: DataMap) -> Iterator[tuple[str, str]]:
                 yield f"{base}.transfers", f"unknown recipient {t.recipient!r}"
         if cat.authority not in m.authorities:
             yield f"{base}.authority", f"unknown supervisory authority {cat.authority!r}"
+    if m.contract is not None:
+        c = m.contract
+        if c.store not in m.stores:
+            yield "contract.store", f"unknown store {c.store!r}"
+        elif c.table not in m.stores[c.store].tables:
+            yield "contract.table", f"store {c.store} has no table {c.table!r}"
+        elif c.column not in m.stores[c.store].tables[c.table].fields:
+            yield "contract.column", f"table {c.store}.{c.table} lists no field {c.column!r}"
     for rid, rec in m.recipients.items():
         if rec.notify.via == "store" and rec.notify.store not in m.stores:
             yield f"recipients.{rid}.notify.store", f"unknown store {rec.notify.store!r}"

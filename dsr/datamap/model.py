@@ -232,6 +232,18 @@ class Store:
 
 
 @dataclass(frozen=True)
+class Contract:
+    """How a store tells whether the subject's contract has ended (Art. 17(1)(a): ``after_contract``
+    data is erased only then): the subject's records in ``store.table`` all hold one of ``ended`` in
+    ``column``. A subject with no such record has no contract."""
+
+    store: str
+    table: str
+    column: str
+    ended: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class DataMap:
     version: str
     date: date
@@ -243,6 +255,7 @@ class DataMap:
     categories: Mapping[str, Category]
     stores: Mapping[str, Store]
     notice: Mapping[str, Any] = field(default_factory=dict)
+    contract: Contract | None = None
     source: Path | None = None
     lines: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
 

@@ -242,6 +242,13 @@ class ListSchema(_Strict):
     values = fields.List(fields.String(), required=True)
 
 
+class ContractSchema(_Strict):
+    store = fields.String(required=True, validate=NAME)
+    table = fields.String(required=True)
+    column = fields.String(required=True)
+    ended = fields.List(fields.String(), required=True, validate=validate.Length(min=1))
+
+
 class DataMapSchema(_Strict):
     version = fields.String(required=True)
     date = fields.Date(required=True)
@@ -259,3 +266,5 @@ class DataMapSchema(_Strict):
     stores = fields.Dict(keys=fields.String(validate=NAME), values=fields.Nested(StoreSchema), required=True)
     # Named value lists that field cases refer to (e.g. counselling lines whose numbers are never shown).
     lists = fields.Dict(keys=fields.String(validate=NAME), values=fields.Nested(ListSchema), load_default=dict)
+    # Where the subject's contract status is kept (erasure of after_contract data); absent: always running.
+    contract = fields.Nested(ContractSchema, load_default=None)

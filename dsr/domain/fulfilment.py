@@ -12,6 +12,7 @@ import logging
 import shutil
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
@@ -70,6 +71,37 @@ def collect(
     Any other running task is taken over only once its lease has run out. With ``categories`` and
     ``retention`` (the data map's), records older than their retention allows are counted
     (``counts.past_retention``) and the DPO office is told (``dsr.exports.aging``)."""
+    claimed = claim(sessions, task_id, holder=holder, lease=lease, after_attempt=after_attempt)
+    if claimed is None:
+        return None
+    checkpoint = claimed.checkpoint
+    waiting = checkpoint if "waiting_since" in checkpoint else None
+    earlier = dict(checkpoint.get("resume") or {})
+    with Lease(sessions, task_id, claimed.attempt, lease):
+        return _run_collect(sessions, connector_for, storage, task_id, claimed.attempt, claimed.store,
+                            claimed.request_id, claimed.request_type, claimed.options, waiting, earlier,
+                            claimed.subject, final_attempt=final_attempt, processor_deadline=processor_deadline,
+                            resolve=resolve, categories=categories, retention=retention)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A task this attempt now holds (status running, its lease taken), and what running it needs."""
+
+    attempt: int
+    store: str
+    request_id: uuid.UUID
+    request_type: str
+    options: dict[str, Any]  # the subject's choices, e.g. full_numbers (AC-21)
+    checkpoint: dict[str, Any]
+    subject: Subject
+    preview: dict[str, Any]  # the request's (an erasure's plan and the subject's identities)
+
+
+def claim(sessions: sessionmaker[Session], task_id: uuid.UUID, *, holder: str | None, lease: timedelta,
+          after_attempt: int | None = None) -> Claimed | None:
+    """Take a task for this attempt, by compare-and-set on its status; None when there is nothing to do
+    (done elsewhere, held by a live attempt of another job, or a poll another run overtook)."""
     now = utcnow()
     with sessions.begin() as session:
         task = session.get(Task, task_id, with_for_update=True)
@@ -89,18 +121,11 @@ def collect(
         task.job_id, task.lease_expires_at, task.runner = holder, now + lease, runner()
         request = session.get(Request, task.request_id)
         assert request is not None
-        attempt, store, request_id, request_type = task.attempts, task.store, task.request_id, request.type
-        options = dict(request.details or {})  # the subject's choices, e.g. full_numbers (AC-21)
-        waiting = dict(task.checkpoint or {}) if "waiting_since" in (task.checkpoint or {}) else None
-        earlier = dict((task.checkpoint or {}).get("resume") or {})
-        subject = Subject.from_email(request.email, case_id=str(request.id), received_at=request.received_at,
-                                     request_type=request.type)
-
-    with Lease(sessions, task_id, attempt, lease):
-        return _run_collect(sessions, connector_for, storage, task_id, attempt, store, request_id, request_type,
-                            options, waiting, earlier, subject, final_attempt=final_attempt,
-                            processor_deadline=processor_deadline, resolve=resolve, categories=categories,
-                            retention=retention)
+        return Claimed(task.attempts, task.store, task.request_id, request.type, dict(request.details or {}),
+                       dict(task.checkpoint or {}),
+                       Subject.from_email(request.email, case_id=str(request.id), received_at=request.received_at,
+                                          request_type=request.type),
+                       dict(request.preview or {}))
 
 
 def abandon(session: Session, task: Task, *, actor: str, now: datetime) -> bool:
@@ -130,11 +155,36 @@ def settled(session: Session, task: Task, run: str) -> None:
     other ended and schedules it (each count runs after the other's commit)."""
     session.flush()
     session.execute(select(Request.id).where(Request.id == task.request_id).with_for_update())
+    _release(session, task)
     still_open = session.scalar(select(func.count()).select_from(Task).where(
         Task.request_id == task.request_id, Task.status.not_in(TERMINAL)))
     if not still_open:
         schedule(session, work.ASSEMBLE, str(task.request_id),
                  job_id=work.assemble_id(task.request_id, f"{task.id.hex[:8]}-{run}"))
+
+
+def _release(session: Session, ended: Task) -> None:
+    """Tasks that wait for ``ended`` (checkpoint ``after``: an erasure's store order, a files store
+    before the database that indexes its files) start once every task they wait for is done, and
+    fail when one of those failed: their own work needs the other store still intact."""
+    tasks = list(session.execute(select(Task).where(Task.request_id == ended.request_id)).scalars())
+    done = {t.store for t in tasks if t.status == TaskStatus.DONE}
+    for task in tasks:
+        after = (task.checkpoint or {}).get("after") or []
+        if task.status != TaskStatus.WAITING or task.job_id is not None or ended.store not in after:
+            continue
+        if ended.status == TaskStatus.FAILED:
+            task.status, task.finished_at = TaskStatus.FAILED.value, utcnow()
+            task.error = (f"not run: the task of store {ended.store} failed, and this one must run after it; "
+                          f"run {ended.store} again, then this one")
+            audit.record(session, "task.failed", actor=WORKER, request_id=task.request_id,
+                         data={"store": task.store, "attempt": task.attempts, "error": "predecessor_failed"})
+            session.flush()
+            _release(session, task)
+        elif all(store in done for store in after):
+            task.status = TaskStatus.QUEUED.value
+            job, task.job_id = work.task_job(task.action, task.id, task.attempts + 1)
+            schedule(session, job, str(task.id), job_id=task.job_id)
 
 
 def _run_collect(sessions: sessionmaker[Session], connector_for: Callable[[str], Connector], storage: Storage,
@@ -286,8 +336,8 @@ def _wait(sessions: sessionmaker[Session], task_id: uuid.UUID, attempt: int, pen
         if pending.retry_after is not None:
             # The poll is the job that runs this task next (the watchdog re-sends it if the queue loses it);
             # without one, a callback or a person moves the task on.
-            task.job_id = work.collect_id(task.id, attempt + 1)
-            schedule(session, work.COLLECT, str(task.id), attempt, job_id=task.job_id,
+            job, task.job_id = work.task_job(task.action, task.id, attempt + 1)
+            schedule(session, job, str(task.id), attempt, job_id=task.job_id,
                      not_before=now + timedelta(seconds=pending.retry_after))
         return task
 
@@ -351,8 +401,8 @@ def wake(session: Session, task: Task) -> bool:
     if task.status != TaskStatus.WAITING:
         return False
     task.status = TaskStatus.QUEUED.value
-    task.job_id = work.collect_id(task.id, f"{task.attempts + 1}-wake")
-    schedule(session, work.COLLECT, str(task.id), task.attempts, job_id=task.job_id)
+    job, task.job_id = work.task_job(task.action, task.id, f"{task.attempts + 1}-wake")
+    schedule(session, job, str(task.id), task.attempts, job_id=task.job_id)
     return True
 
 
@@ -386,6 +436,7 @@ def assemble(
     sessions: sessionmaker[Session], datamap: DataMap, storage: Storage, request_id: uuid.UUID,
     *, artifact_ttl: timedelta, seal_key: bytes, now: datetime | None = None,
     report: ReportOptions | None = None,
+    conclude_erasure: Callable[[Session, Request, list[Task], Callable[[], datetime]], Request] | None = None,
 ) -> Request:
     """Once every task has ended: package what was collected, or mark the request failed.
 
@@ -412,7 +463,12 @@ def assemble(
                 "stores": {t.store: t.status for t in failed},
                 "kept": sorted(t.store for t in tasks if t.status == TaskStatus.DONE),
             })
+            _copy_ended(session, request)
             return request
+        if request.type == RequestType.ERASURE:
+            if conclude_erasure is None:
+                raise DomainError(f"request {request.reference} is an erasure; its assembly needs the stores")
+            return conclude_erasure(session, request, tasks, clock)
         password = delivery.password_for(request)
         package = build_package(request, tasks, datamap, storage, now, seal_key, password, report or ReportOptions())
         now = clock()  # the package is written and sealed: this is when the request is answered
@@ -432,6 +488,14 @@ def assemble(
         })
         audit.record(session, "request.completed", actor=WORKER, request_id=request_id, at=now,
                      data={"rows": sum(t.counts.get("total", 0) for t in tasks)})
+        _copy_ended(session, request)
     # The working copies are in the package now; keep no second copy of the subject's data.
     shutil.rmtree(storage.request_work_dir(request_id), ignore_errors=True)
     return request
+
+
+def _copy_ended(session: Session, request: Request) -> None:
+    """An access or portability answer has ended: an erasure of the same subject waiting for it goes on."""
+    from dsr.domain.erasing import wake_waiting_erasures  # erasing builds on this module
+
+    wake_waiting_erasures(session, request)

@@ -20,6 +20,8 @@ ACTIONS: dict[str, TaskAction] = {
     RequestType.ACCESS: TaskAction.COLLECT,
     RequestType.PORTABILITY: TaskAction.COLLECT,
 }
+# Request types the workers carry out: an erasure is previewed and approved first (dsr.domain.erasing).
+AUTOMATED = frozenset({*ACTIONS, RequestType.ERASURE})
 
 
 def plan(session: Session, request: Request, datamap: DataMap, *, now: datetime) -> list[Task]:
@@ -66,6 +68,6 @@ def rerun(session: Session, request: Request, task: Task, *, actor: str, now: da
     request.version += 1
     audit.record(session, "task.rerun", actor=actor, request_id=request.id, at=now,
                  data={"store": task.store, "action": task.action, "after_attempts": task.attempts})
-    task.job_id = work.collect_id(task.id, f"{task.attempts + 1}-rerun")
-    schedule(session, work.COLLECT, str(task.id), job_id=task.job_id)
+    job, task.job_id = work.task_job(task.action, task.id, f"{task.attempts + 1}-rerun")
+    schedule(session, job, str(task.id), job_id=task.job_id)
     return task

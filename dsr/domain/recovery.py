@@ -26,9 +26,10 @@ from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from dsr.domain import audit, work
+from dsr.domain.erasing import copy_under_way
 from dsr.domain.fulfilment import TERMINAL, abandon
 from dsr.domain.leases import UNLEASED_RUN
-from dsr.models import OutboxJob, Request, RequestStatus, Task, TaskStatus, utcnow
+from dsr.models import OutboxJob, Request, RequestStatus, RequestType, Task, TaskStatus, utcnow
 from dsr.outbox import schedule
 
 log = logging.getLogger(__name__)
@@ -107,9 +108,9 @@ def _lost_task_jobs(sessions: sessionmaker[Session], job_is_live: Callable[[str]
 
 
 def _send_collect(session: Session, task: Task, *, after_attempt: int | None) -> None:
-    task.job_id = work.collect_id(task.id, f"{task.attempts + 1}-recovered")
+    job, task.job_id = work.task_job(task.action, task.id, f"{task.attempts + 1}-recovered")
     args = (str(task.id), after_attempt) if after_attempt is not None else (str(task.id),)
-    schedule(session, work.COLLECT, *args, job_id=task.job_id)
+    schedule(session, job, *args, job_id=task.job_id)
 
 
 def _unassembled(sessions: sessionmaker[Session], job_is_live: Callable[[str], bool], before: datetime,
@@ -138,7 +139,10 @@ def _unplanned(sessions: sessionmaker[Session], job_is_live: Callable[[str], boo
     with sessions.begin() as session:
         requests = session.execute(
             select(Request).where(Request.status == RequestStatus.VERIFIED.value, Request.type.in_(automated),
-                                  Request.updated_at < before).limit(limit)
+                                  Request.updated_at < before,
+                                  # an erasure waiting for the same subject's copy is not lost (AT-08)
+                                  ~and_(Request.type == RequestType.ERASURE.value, copy_under_way()))
+            .limit(limit)
         ).scalars().all()
         for request in requests:
             job_id = work.advance_id(request.id, "recovered")

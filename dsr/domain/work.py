@@ -10,6 +10,7 @@ import uuid
 ADVANCE = "workers.jobs.advance"
 COLLECT = "workers.jobs.collect"
 ASSEMBLE = "workers.jobs.assemble"
+ERASE = "workers.jobs.erase"
 
 
 def advance_id(request_id: uuid.UUID, step: str) -> str:
@@ -22,3 +23,14 @@ def collect_id(task_id: uuid.UUID, run: int | str) -> str:
 
 def assemble_id(request_id: uuid.UUID, run: int | str) -> str:
     return f"dsr-assemble-{request_id}-{run}"
+
+
+def erase_id(task_id: uuid.UUID, run: int | str) -> str:
+    return f"dsr-erase-{task_id}-{run}"
+
+
+def task_job(action: str, task_id: uuid.UUID, run: int | str) -> tuple[str, str]:
+    """The job that runs a task of ``action`` (collect, erase), and its id for this run."""
+    if action == "erase":
+        return ERASE, erase_id(task_id, run)
+    return COLLECT, collect_id(task_id, run)

@@ -29,6 +29,7 @@ class RequestType(enum.StrEnum):
 class RequestStatus(enum.StrEnum):
     RECEIVED = "received"  # waiting for identity verification
     VERIFIED = "verified"  # identity confirmed, work not yet planned
+    AWAITING_APPROVAL = "awaiting_approval"  # an erasure's preview waits for the DPO's approval
     IN_PROGRESS = "in_progress"  # tasks planned and running
     COMPLETED = "completed"
     FAILED = "failed"  # one or more stores could not be served; the DPO must act
@@ -55,6 +56,9 @@ class Request(Base):
     completed_at: Mapped[datetime | None]
     datamap_version: Mapped[str | None] = mapped_column(String(40))
     # Delivery: the package is an AES-encrypted ZIP whose password is released through a second channel.
+    # What the request will do before it does it (an erasure's counts per store and table, kept and why),
+    # for the DPO to approve; then what it did, for the confirmation letter. Counts, never values.
+    preview: Mapped[dict[str, Any] | None]
     password_protected: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     version: Mapped[int] = mapped_column(Integer, default=1)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -220,6 +220,12 @@ class Connector:
                              for column, rule in table.fields.items() if rule.names_from]
         return problems
 
+    @classmethod
+    def reads_from(cls, store: Store) -> set[str]:
+        """Other stores this one's erasure reads (a files store's index): they must still hold the
+        subject's records while it erases, so their own erasure runs after it. Default: none."""
+        return set()
+
     def check(self) -> list[str]:
         """Connect and report what the data map names but the store lacks (``datamap check --connect``).
 
@@ -239,6 +245,11 @@ class Connector:
         do and says so), all or nothing per store where the store allows it. Raises ``TooMany`` before
         changing anything when more than ``bound`` records would be deleted or changed."""
         raise NotSupported(f"{self.type_name} cannot erase")
+
+    def values(self, subject: Subject, table: str, column: str) -> list[Any]:
+        """The distinct values of ``column`` in the subject's records of ``table`` (the status of the
+        subject's contract, data map ``contract:``)."""
+        raise NotSupported(f"{self.type_name} stores cannot read a column's values")
 
     def names(self, source: str) -> list[str]:
         """The values of ``table.column`` in this store: the names a ``mask: names`` field cuts out of

@@ -345,6 +345,14 @@ class FilesConnector(Connector):
                 problems += _index_links(f"{base}.tables.{name}.index", index, stores)
         return problems
 
+    @classmethod
+    def reads_from(cls, store: Store) -> set[str]:
+        """The stores that index this one's files, and the one its identities come from."""
+        stores = {str(t.options["index"]["store"]) for t in store.tables.values() if t.options.get("index")}
+        if store.connection.get("identities_from"):
+            stores.add(str(store.connection["identities_from"]))
+        return stores
+
     # ---- check
 
     @property

@@ -388,6 +388,16 @@ class SqlConnector(Connector):
                                                       self._stored_zone))
         return rows
 
+    def values(self, subject: Subject, table: str, column: str) -> list[Any]:
+        try:
+            t = self._reflect()[table]
+            with self.engine.connect() as conn:
+                return list(conn.execute(select(t.c[column]).where(self.membership(table, subject)).distinct())
+                            .scalars())
+        except OperationalError as exc:
+            self.close()
+            raise StoreUnavailable(f"store {self.store.name}: {exc.orig or exc}") from exc
+
     # --- erasure -------------------------------------------------------------------------------
     def preview(self, subject: Subject, plan: Mapping[str, TableErasure]) -> ErasureResult:
         return self._erasure(subject, plan, bound=None, apply=False)
@@ -488,8 +498,8 @@ class SqlConnector(Connector):
                 counts[name] = ErasureCount(found=found, changed=_count(conn, t, and_(where, _differs(t, step))))
             else:
                 counts[name] = ErasureCount(found=found, retained=found)
-        self._check_kept_references(conn, plan, tables, wheres)
-        result = ErasureResult(counts, self._notes(plan, counts))
+        waiting = self._check_kept_references(conn, plan, tables, wheres, apply)
+        result = ErasureResult(counts, self._notes(plan, counts) + waiting)
         touched = result.touched
         if not apply:
             return result
@@ -514,10 +524,13 @@ class SqlConnector(Connector):
         return ErasureResult(counts, result.notes)
 
     def _check_kept_references(self, conn: Any, plan: Mapping[str, TableErasure], tables: Mapping[str, Table],
-                               wheres: Mapping[str, ColumnElement[bool]]) -> None:
+                               wheres: Mapping[str, ColumnElement[bool]], apply: bool) -> list[str]:
         """A record the erasure keeps must not refer (by a foreign key of the database) to a record it
         deletes: the DELETE would fail, or leave a dangling reference where the key is not enforced.
-        Tables outside the data map count too (a files store's index of the subject's attachments)."""
+        Tables outside the data map count too (a files store's index of the subject's attachments). A
+        preview only notes those: the store that holds them erases before this one (its own preview
+        counts them), so by the time this store erases they are gone."""
+        notes: list[str] = []
         for fk in self._foreign_key_list():
             if fk.parent not in plan or plan[fk.parent].method != "delete" or fk.on_delete == "SET NULL":
                 continue  # SET NULL: the database drops the kept record's link itself
@@ -538,12 +551,16 @@ class SqlConnector(Connector):
                 raise ErasurePlanError(
                     f"store {self.store.name}: deleting the subject's {fk.parent} records would delete {kept} "
                     f"record(s) of {fk.child} that this erasure keeps (ON DELETE CASCADE); nothing was changed")
-            if kept:
+            if kept and not apply and fk.child not in self.store.tables:
+                notes.append(f"{self.store.name}: {kept} record(s) of {fk.child} (outside the data map) refer to "
+                             f"the subject's {fk.parent} records; the store that holds them must erase them first")
+            elif kept:
                 columns = ", ".join(f"{fk.child}.{c}" for c in fk.columns)
                 raise ErasurePlanError(
                     f"store {self.store.name}: {kept} record(s) of {fk.child} that this erasure keeps refer to "
                     f"the subject's {fk.parent} records it deletes ({columns}); erase or null those first "
                     f"(a table outside the data map: erase the store that holds it first); nothing was changed")
+        return notes
 
     def _notes(self, plan: Mapping[str, TableErasure], counts: Mapping[str, ErasureCount]) -> list[str]:
         """Records kept whose way to the subject is deleted: a later search (the retention run) cannot

@@ -11,12 +11,12 @@ from flask import Response, current_app, stream_with_context
 from flask.views import MethodView
 from flask_smorest import abort
 
-from dsr.domain import audit, delivery, fulfilment, intake, planning
+from dsr.domain import audit, delivery, erasing, fulfilment, intake, planning
 from dsr.domain.errors import DomainError, InvalidTransition, NotFound
 from dsr.domain.findings import findings
 from dsr.exports.protected_zip import PasswordUnreadable
 from dsr.exports.sealed import SealBroken, unseal
-from dsr.models import Artifact, RequestType, Task, utcnow
+from dsr.models import Artifact, RequestType, Role, Task, utcnow
 from dsr.web.auth import authenticated, needs_token, principal, refuse_unauthenticated, require_token
 from dsr.web.context import runtime
 from dsr.web.downloads import LinkSigner
@@ -24,6 +24,7 @@ from dsr.web.json_body import JSONBlueprint
 from dsr.web.links import public_url
 from dsr.web.schemas import (
     SUBMISSION_BODY,
+    ApproveSchema,
     ArtifactSchema,
     ChangeDeliverySchema,
     CompleteTaskSchema,
@@ -110,7 +111,8 @@ class RequestDetail(MethodView):
         """A request with its status, tasks and timeline (audit events)."""
         with runtime().sessions() as session:
             request = _get(session, request_id)
-            return {**_as_dict(request), "tasks": list(request.tasks), "findings": findings(request.tasks),
+            return {**_as_dict(request), "preview": _public(request.preview),
+                    "tasks": list(request.tasks), "findings": findings(request.tasks),
                     "delivery": delivery.describe(session, request),
                     "timeline": audit.events_for(session, request.id)}
 
@@ -133,6 +135,32 @@ class Verify(MethodView):
                 intake.verify(session, request, actor=principal().actor, method=method, now=utcnow())
             except InvalidTransition as exc:
                 abort(409, message=str(exc))
+            return {"id": request.id, "reference": request.reference, "status": request.status,
+                    "due_at": request.due_at}
+
+
+@blp.route("/requests/<uuid:request_id>/approve")
+class Approve(MethodView):
+    @blp.doc(security=BEARER)
+    @require_token
+    @blp.arguments(ApproveSchema, required=False)
+    @blp.response(202, SubmittedSchema)
+    @blp.alt_response(401, description=UNAUTHORIZED)
+    @blp.alt_response(403, description="Only a DPO token may approve")
+    @blp.alt_response(404, description=NO_REQUEST)
+    @blp.alt_response(409, description="The request is not a previewed erasure waiting for approval, or the "
+                                       "preview shows a store over the bound and allow_over_bound was not given")
+    def post(self, data: dict[str, Any] | None, request_id: uuid.UUID) -> dict[str, Any]:
+        """Approve an erasure's preview (``GET /requests/<id>`` shows it): only now does anything change."""
+        if principal().role != Role.DPO:
+            _abort(403, "only the data protection officer may approve an erasure")
+        with runtime().sessions.begin() as session:
+            request = _get(session, request_id, for_update=True)
+            try:
+                erasing.approve(session, request, actor=principal().actor, now=utcnow(),
+                                allow_over_bound=bool((data or {}).get("allow_over_bound")))
+            except (InvalidTransition, erasing.OverBound) as exc:
+                _abort(409, str(exc))
             return {"id": request.id, "reference": request.reference, "status": request.status,
                     "due_at": request.due_at}
 
@@ -352,6 +380,11 @@ def _get(session: Any, request_id: uuid.UUID, *, for_update: bool = False) -> An
         return intake.get(session, request_id, for_update=for_update)
     except NotFound:
         abort(404, message=f"no request with id {request_id}")
+
+
+def _public(preview: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The preview without the subject's resolved identities (customer number, phone)."""
+    return None if preview is None else {k: v for k, v in preview.items() if k != "subject"}
 
 
 def _as_dict(row: Any) -> dict[str, Any]:

@@ -95,8 +95,11 @@ class Callback(MethodView):
             log.warning("callback for %r/%r refused: %s", protocol[:64], store[:64], exc)
             _abort(401 if exc.missing else 403, f"the callback is not signed correctly: {exc}")
         message = _parse(raw)
-        reference = subject_request_id(str(request_id), store)
-        if message.get("subject_request_id") != reference:
+        # Each of a case's tasks at a processor has its own id: the collection's, or the erasure's.
+        actions = {subject_request_id(str(request_id), store, action): action
+                   for action in (TaskAction.COLLECT.value, TaskAction.ERASE.value)}
+        reference = str(message.get("subject_request_id"))
+        if reference not in actions:
             _abort(400, "subject_request_id does not belong to this callback address")
         state = message.get("request_status")
         if state not in STATES:
@@ -110,10 +113,10 @@ class Callback(MethodView):
         with rt.sessions.begin() as session:
             task = session.execute(
                 select(Task).where(Task.request_id == request_id, Task.store == store,
-                                   Task.action == TaskAction.COLLECT.value).with_for_update()
+                                   Task.action == actions[reference]).with_for_update()
             ).scalar_one_or_none()
             if task is None:
-                _abort(404, f"request {request_id} has no collect task for store {store}")
+                _abort(404, f"request {request_id} has no {actions[reference]} task for store {store}")
             if TaskStatus(task.status).terminal:
                 return  # done or failed already: a late or repeated callback changes nothing
             if protocol == "webhook":

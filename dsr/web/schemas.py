@@ -93,6 +93,12 @@ class VerifySchema(_Strict):
                            metadata={"description": "How the identity was checked, e.g. 'manual', 'email-link'."})
 
 
+class ApproveSchema(_Strict):
+    allow_over_bound = _StrictBoolean(load_default=False, metadata={
+        "description": "Approve although the preview shows a store over the erasure bound (DSR_ERASURE_BOUND); "
+                       "the erasure then runs without a bound."})
+
+
 class ChangeDeliverySchema(_Strict):
     password_protected = _StrictBoolean(required=True, metadata={"description": PROTECTED})
 
@@ -178,6 +184,13 @@ class RequestSchema(Schema):
     findings = fields.List(fields.Nested(FindingSchema), metadata={
         "description": "What the DPO office should know before the answer goes out (e.g. records kept past "
                        "their retention)."})
+    preview = fields.Dict(allow_none=True, metadata={
+        "description": "An erasure's plan before it runs, for the DPO's approval: whether the contract has "
+                       "ended, the bound and the stores over it, and per store how it is erased (connector, "
+                       "processor, manual) and per table its category, method (delete, null, retain), the "
+                       "records found, deleted, changed and retained, why records are kept, the provision and "
+                       "the retention rule whose end frees them. Once done, ``outcome`` holds what each store "
+                       "did. Counts only, never the subject's data."})
     timeline = fields.List(fields.Nested(EventSchema))
 
 

@@ -505,6 +505,58 @@ def test_a_submission_while_the_database_is_away_gets_503_then_202(cluster, back
         private.start()
 
 
+def test_a_work_horse_killed_during_an_erasure_leaves_the_store_whole_and_the_retry_erases(
+        cluster, settings, backend, tmp_path):
+    """The store's erasure is one transaction: killed in the middle, the database rolls it back, and the
+    job's retry erases everything once (the subject's contract has ended, so his 200,000 usage records go)."""
+    app, configure, _redis, office = cluster
+    base = make_url(backend.store_url)
+    name = f"{base.database}_erase_faults"
+    admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        url = base.set(database=name).render_as_string(False)
+        engine = make_engine(url)
+        portal.build(engine, portal.DemoSize(subjects=12, rows=30, subject_rows=600_000))
+        store = BigStore(url, tmp_path / "erase-media", tmp_path / "erase-analytics")
+        blobs.build(engine, store.media)
+        analytics.build(store.analytics, analytics.consent_windows(engine))
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE accounts SET status = 'closed' WHERE id = 1"))
+            usage = dict(conn.execute(text("SELECT account_id, count(*) FROM api_usage GROUP BY account_id")).all())
+        procs = configure(**_retries("1"), DSR_ERASURE_AUTO_APPROVE="1", DSR_ERASURE_BOUND="0")
+        procs.env.update({"DSR_PORTAL_DB_URL": url, "DSR_MEDIA_DIR": str(store.media),
+                          "DSR_ANALYTICS_DIR": str(store.analytics)})
+        procs.start("worker", "worker")
+        procs.start("sweeper", "sweeper")
+        _wait_workers(app, 1)
+        client, auth = app.test_client(), _token(app)
+        created = submit(client, type="erasure")
+        request_id = str(created["id"])
+        assert client.post(f"/api/v1/requests/{request_id}/verify", headers=auth).status_code == 200
+        task = _until("the SQL store's erasure runs", lambda: office.running_task(request_id, "portal_db"), 90, 0.005)
+        os.kill(int(task.runner.rsplit(" ", 1)[1]), signal.SIGKILL)
+        killed = time.monotonic()
+        _until("the request ends", lambda: office.ended(request_id), BOUND, 0.1)
+        _figure("work horse killed during an erasure", time.monotonic() - killed)
+        assert office.status(request_id) == "completed"
+        assert office.events(request_id, "task.abandoned") == 1
+        assert office.events(request_id, "request.completed") == 1
+        with office.engine.connect() as conn:
+            kinds = conn.execute(select(Artifact.kind).where(Artifact.request_id == uuid.UUID(request_id))).scalars()
+            assert list(kinds) == ["confirmation"]
+        with engine.connect() as conn:
+            after = dict(conn.execute(text("SELECT account_id, count(*) FROM api_usage GROUP BY account_id")).all())
+        assert 1 not in after and usage[1] > 100_000
+        assert after == {k: v for k, v in usage.items() if k != 1}
+        engine.dispose()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 # --- the embedded default: one `dsr web` process, killed and started again ------------------------------------
 
 

@@ -1,0 +1,214 @@
+"""An erasure request end to end (Art. 17): preview, approval, every store erased, checked, confirmed.
+
+Each test erases in stores of its own (``own_stores``): a demo portal, media folder and analytics
+exports built for it, on the backend's kind of database.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from typing import Any
+
+from pypdf import PdfReader
+from sqlalchemy import Engine, MetaData, func, select, text
+
+from dsr.db import make_engine
+from dsr.demo import portal
+from dsr.domain.accounts import create_api_token
+from dsr.models import AuditEvent, Role
+from tests.helpers import MAX, read_zip, submit, work_off
+
+
+def _portal_counts(engine: Engine) -> dict[str, Counter[Any]]:
+    """Rows per account in every portal table that refers to an account (directly or via its ticket)."""
+    meta = MetaData()
+    meta.reflect(engine)
+    counts: dict[str, Counter[Any]] = {}
+    with engine.connect() as conn:
+        for name, table in meta.tables.items():
+            if "account_id" in table.c:
+                counts[name] = Counter(dict(conn.execute(
+                    select(table.c.account_id, func.count()).group_by(table.c.account_id)).all()))
+            elif name == "accounts":
+                counts[name] = Counter(dict.fromkeys(conn.execute(select(table.c.id)).scalars(), 1))
+    return counts
+
+
+def _max_account(engine: Engine) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT id FROM accounts WHERE lower(email) = :e"), {"e": MAX}).scalar_one()
+
+
+def _pdf_text(data: bytes) -> str:
+    return " ".join(page.extract_text() for page in PdfReader(io.BytesIO(data)).pages).replace("\u2010", "")
+
+
+def _detail(client: Any, auth: dict[str, str], request_id: str) -> dict[str, Any]:
+    return client.get(f"/api/v1/requests/{request_id}", headers=auth).get_json()
+
+
+def _erase(client: Any, auth: dict[str, str], app: Any, *, locale: str = "de") -> tuple[str, dict[str, Any]]:
+    created = submit(client, type="erasure", locale=locale)
+    assert client.post(f"/api/v1/requests/{created['id']}/verify", headers=auth).status_code == 200
+    work_off(app)
+    return created["id"], _detail(client, auth, created["id"])
+
+
+def test_erasing_max_removes_what_is_erasable_keeps_what_the_law_keeps_and_leaves_everyone_else(
+        own_stores, make_app, backend):
+    app = make_app()
+    client, auth = app.test_client(), _dpo(app)
+    store = make_engine(own_stores.store_url)
+    before, max_id = _portal_counts(store), _max_account(store)
+    files_before = {p.relative_to(own_stores.media) for p in own_stores.media.rglob("*") if p.is_file()}
+
+    request_id, detail = _erase(client, auth, app)
+    # Previewed, nothing changed yet: the DPO approves first.
+    assert detail["status"] == "awaiting_approval", detail
+    preview = detail["preview"]
+    assert "subject" not in preview  # the resolved identities stay inside
+    assert preview["contract_ended"] is False  # the demo accounts are active
+    tables = preview["stores"]["portal_db"]["tables"]
+    assert tables["invoices"]["method"] == "retain" and tables["invoices"]["retained"] > 0
+    assert tables["invoices"]["until"] == "vouchers" and "147" in tables["invoices"]["provision"]
+    assert tables["accounts"]["method"] == "retain"  # the contract runs: the account stays
+    assert tables["support_tickets"]["method"] == "delete" and tables["support_tickets"]["deleted"] > 0
+    assert preview["stores"]["media"]["after"] == [] and preview["stores"]["portal_db"]["after"] == ["media"]
+    assert _portal_counts(store) == before
+    assert not detail["tasks"]
+
+    approved = client.post(f"/api/v1/requests/{request_id}/approve", headers=auth)
+    assert approved.status_code == 202, approved.get_json()
+    work_off(app)
+    detail = _detail(client, auth, request_id)
+    assert detail["status"] == "completed", (detail["status"], [(t["store"], t["error"]) for t in detail["tasks"]])
+    assert {t["store"]: t["action"] for t in detail["tasks"]} == dict.fromkeys(preview["stores"], "erase")
+
+    # The database: Max's rows of every deleting table are gone, kept tables are as they were, and
+    # every other account's rows are untouched.
+    after = _portal_counts(store)
+    for name, counter in before.items():
+        others = {k: v for k, v in counter.items() if k != max_id}
+        assert {k: v for k, v in after[name].items() if k != max_id} == others, name
+        method = tables.get(name, {}).get("method")
+        if method == "delete":
+            assert after[name][max_id] == 0, name
+        elif method == "retain":
+            assert after[name][max_id] == counter[max_id], name
+    # Media: exactly the files the preview counted are gone.
+    files_after = {p.relative_to(own_stores.media) for p in own_stores.media.rglob("*") if p.is_file()}
+    media_deleted = sum(t["deleted"] for t in preview["stores"]["media"]["tables"].values())
+    assert media_deleted > 0 and len(files_before - files_after) == media_deleted and files_after <= files_before
+    # The outcome the letter reports matches the preview.
+    outcome = _detail(client, auth, request_id)["preview"]["outcome"]["stores"]["portal_db"]["tables"]
+    assert outcome["support_tickets"]["deleted"] == tables["support_tickets"]["deleted"]
+
+    # The confirmation letter, in the subject's language.
+    artifacts = client.get(f"/api/v1/requests/{request_id}/artifacts", headers=auth).get_json()
+    assert [a["kind"] for a in artifacts] == ["confirmation"]
+    letter = _pdf_text(client.get(artifacts[0]["download_url"].replace("http://localhost", "")).data)
+    assert "Löschung" in letter and "Rechnungen" in letter and "147" in letter
+    assert "portal-demo" not in letter and str(own_stores.media) not in letter
+
+    # An access request now finds none of the erased records, and still the kept ones.
+    access = submit(client, type="access")
+    client.post(f"/api/v1/requests/{access['id']}/verify", headers=auth)
+    work_off(app)
+    url = client.get(f"/api/v1/requests/{access['id']}/artifacts", headers=auth).get_json()[0]["download_url"]
+    package = read_zip(client.get(url.replace("http://localhost", "")).data)
+    for store_name, planned in preview["stores"].items():
+        for name, step in planned["tables"].items():
+            rows = package.get(f"{store_name}/{name}.csv", [])
+            if step["method"] == "delete":
+                assert not rows, f"{store_name}/{name}"
+            elif step["method"] == "retain" and step["retained"]:
+                assert len(rows) == step["retained"], f"{store_name}/{name}"
+
+    # The audit trail holds counts and references, never an erased value (AT-51).
+    with app.extensions["dsr"].runtime.sessions() as session:
+        trail = json.dumps([e.data for e in session.execute(select(AuditEvent)).scalars()], default=str)
+    for value in ("Mustermann", MAX, portal.DEMO_SUBJECT):
+        assert value not in trail
+    store.dispose()
+
+
+def test_a_second_erasure_finds_nothing_more_and_changes_nothing(own_stores, make_app):
+    app = make_app(erasure_auto_approve=True)
+    client, auth = app.test_client(), _dpo(app)
+    _first, detail = _erase(client, auth, app)
+    assert detail["status"] == "completed", detail  # auto-approved: no call needed
+    store = make_engine(own_stores.store_url)
+    before = _portal_counts(store)
+    second, again = _erase(client, auth, app, locale="en")
+    assert again["status"] == "completed", again
+    for planned in again["preview"]["stores"].values():
+        assert planned["touched"] == 0, planned
+        assert all(t["deleted"] == 0 and t["changed"] == 0 for t in planned["tables"].values())
+    assert _portal_counts(store) == before
+    done = [e for e in again["timeline"] if e["action"] == "request.completed"]
+    assert done and done[0]["data"]["deleted"] == 0 and done[0]["data"]["changed"] == 0
+    artifacts = client.get(f"/api/v1/requests/{second}/artifacts", headers=auth).get_json()
+    letter = _pdf_text(client.get(artifacts[0]["download_url"].replace("http://localhost", "")).data)
+    assert "erasure" in letter.lower() and "Invoices" in letter
+    store.dispose()
+
+
+def test_an_erasure_over_the_bound_waits_for_the_dpo_even_when_approval_is_automatic(own_stores, make_app):
+    app = make_app(erasure_auto_approve=True, erasure_bound=5)
+    client, auth = app.test_client(), _dpo(app)
+    store = make_engine(own_stores.store_url)
+    before = _portal_counts(store)
+    request_id, detail = _erase(client, auth, app)
+    assert detail["status"] == "awaiting_approval"
+    assert "portal_db" in detail["preview"]["over_bound"] and detail["preview"]["bound"] == 5
+    refused = client.post(f"/api/v1/requests/{request_id}/approve", headers=auth)
+    assert refused.status_code == 409 and "bound of 5" in refused.get_json()["message"]
+    assert _portal_counts(store) == before
+    assert client.post(f"/api/v1/requests/{request_id}/approve", headers=auth,
+                       json={"allow_over_bound": True}).status_code == 202
+    work_off(app)
+    assert _detail(client, auth, request_id)["status"] == "completed"
+    assert _portal_counts(store) != before
+    store.dispose()
+
+
+def test_only_a_dpo_approves_and_only_a_previewed_erasure(own_stores, make_app):
+    app = make_app()
+    client, auth = app.test_client(), _dpo(app)
+    with app.extensions["dsr"].runtime.sessions.begin() as session:
+        _row, secret = create_api_token(session, name="agent", role=Role.AGENT)
+    request_id, _ = _erase(client, auth, app)
+    agent = client.post(f"/api/v1/requests/{request_id}/approve", headers={"Authorization": f"Bearer {secret}"})
+    assert agent.status_code == 403
+    access = submit(client, type="access")
+    assert client.post(f"/api/v1/requests/{access['id']}/approve", headers=auth).status_code == 409
+    assert client.post(f"/api/v1/requests/{request_id}/approve", headers=auth).status_code == 202
+    assert client.post(f"/api/v1/requests/{request_id}/approve", headers=auth).status_code == 409  # only once
+
+
+def test_at08_the_access_package_comes_before_the_erasure(own_stores, make_app):
+    """AT-08: a subject asking for a copy and for erasure gets the copy first."""
+    app = make_app(erasure_auto_approve=True)
+    client, auth = app.test_client(), _dpo(app)
+    access = submit(client, type="access")
+    erasure = submit(client, type="erasure")
+    client.post(f"/api/v1/requests/{access['id']}/verify", headers=auth)
+    client.post(f"/api/v1/requests/{erasure['id']}/verify", headers=auth)
+    work_off(app)
+    first = _detail(client, auth, access["id"])
+    second = _detail(client, auth, erasure["id"])
+    assert first["status"] == "completed" and second["status"] == "completed", (first["status"], second["status"])
+    url = client.get(f"/api/v1/requests/{access['id']}/artifacts", headers=auth).get_json()[0]["download_url"]
+    package = read_zip(client.get(url.replace("http://localhost", "")).data)
+    assert package["portal_db/support_tickets.csv"], "the copy was made before the tickets were erased"
+    answered = next(e["at"] for e in first["timeline"] if e["action"] == "request.completed")
+    previewed = next(e["at"] for e in second["timeline"] if e["action"] == "erasure.previewed")
+    assert previewed >= answered
+
+
+def _dpo(app: Any) -> dict[str, str]:
+    with app.extensions["dsr"].runtime.sessions.begin() as session:
+        _row, secret = create_api_token(session, name="dpo", role=Role.DPO)
+    return {"Authorization": f"Bearer {secret}"}
