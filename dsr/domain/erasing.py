@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 from dsr.datamap import DataMap
 from dsr.domain import audit, erasure, work
 from dsr.domain.errors import DomainError, InvalidTransition, NotFound
-from dsr.domain.fulfilment import WORKER, _fail, _rowcount, _wait, claim, settled
+from dsr.domain.fulfilment import WORKER, _fail, _rowcount, _wait, claim, settled, task_key
 from dsr.domain.leases import DEFAULT_LEASE, Lease
 from dsr.domain.packaging import Storage
 from dsr.exports.sealed import seal
@@ -198,7 +198,7 @@ def approve(session: Session, request: Request, *, actor: str, now: datetime,
     for name, store in preview["stores"].items():
         plan = {t: {"method": s["method"], "fields": s["fields"], "replacements": s["replacements"]}
                 for t, s in store["tables"].items() if s["method"] in ("delete", "null", "retain")}
-        after = list(store.get("after") or [])
+        after = [f"{TaskAction.ERASE.value}:{other}" for other in store.get("after") or []]
         tasks.append(Task(request_id=request.id, store=name, action=TaskAction.ERASE.value,
                           status=(TaskStatus.WAITING if after else TaskStatus.QUEUED).value,
                           checkpoint={"by": store["by"], "plan": plan, "after": after, "bound": bound}))
@@ -267,9 +267,9 @@ def _may_start(sessions: sessionmaker[Session], task_id: uuid.UUID) -> bool:
         after = (task.checkpoint or {}).get("after") or []
         if not after or task.status not in (TaskStatus.QUEUED, TaskStatus.RUNNING):
             return True
-        done = set(session.execute(select(Task.store).where(
-            Task.request_id == task.request_id, Task.status == TaskStatus.DONE.value)).scalars())
-        if all(store in done for store in after):
+        done = {task_key(t) for t in session.execute(select(Task).where(
+            Task.request_id == task.request_id, Task.status == TaskStatus.DONE.value)).scalars()}
+        if all(key in done for key in after):
             return True
         task.status, task.job_id = TaskStatus.WAITING.value, None
         return False

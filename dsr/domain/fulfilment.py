@@ -163,25 +163,30 @@ def settled(session: Session, task: Task, run: str) -> None:
                  job_id=work.assemble_id(task.request_id, f"{task.id.hex[:8]}-{run}"))
 
 
+def task_key(task: Task) -> str:
+    """How other tasks name this one in their checkpoint's ``after``: ``<action>:<store>``."""
+    return f"{task.action}:{task.store}"
+
+
 def _release(session: Session, ended: Task) -> None:
-    """Tasks that wait for ``ended`` (checkpoint ``after``: an erasure's store order, a files store
-    before the database that indexes its files) start once every task they wait for is done, and
-    fail when one of those failed: their own work needs the other store still intact."""
+    """Tasks that wait for ``ended`` (checkpoint ``after``, a list of ``task_key``: an erasure's store
+    order, a files store before the database that indexes its files) start once every task they wait
+    for is done, and fail when one of those failed: their own work needs the other one finished."""
     tasks = list(session.execute(select(Task).where(Task.request_id == ended.request_id)).scalars())
-    done = {t.store for t in tasks if t.status == TaskStatus.DONE}
+    done = {task_key(t) for t in tasks if t.status == TaskStatus.DONE}
     for task in tasks:
         after = (task.checkpoint or {}).get("after") or []
-        if task.status != TaskStatus.WAITING or task.job_id is not None or ended.store not in after:
+        if task.status != TaskStatus.WAITING or task.job_id is not None or task_key(ended) not in after:
             continue
         if ended.status == TaskStatus.FAILED:
             task.status, task.finished_at = TaskStatus.FAILED.value, utcnow()
-            task.error = (f"not run: the task of store {ended.store} failed, and this one must run after it; "
-                          f"run {ended.store} again, then this one")
+            task.error = (f"not run: the {ended.action} task of {ended.store} failed, and this one must run after "
+                          f"it; run that one again, then this one")
             audit.record(session, "task.failed", actor=WORKER, request_id=task.request_id,
                          data={"store": task.store, "attempt": task.attempts, "error": "predecessor_failed"})
             session.flush()
             _release(session, task)
-        elif all(store in done for store in after):
+        elif all(key in done for key in after):
             task.status = TaskStatus.QUEUED.value
             job, task.job_id = work.task_job(task.action, task.id, task.attempts + 1)
             schedule(session, job, str(task.id), job_id=task.job_id)
