@@ -6,6 +6,7 @@ import logging
 import sys
 import time
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -253,6 +254,37 @@ def audit_verify() -> None:
     click.echo(f"audit chain BROKEN at event {report.first_broken_seq}: {report.problem} "
                f"({report.events} events read)", err=True)
     sys.exit(1)
+
+
+@main.group()
+def erasures() -> None:
+    """Carried-out erasures (Art. 17)."""
+
+
+@erasures.command("replay")
+@click.option("--since", required=True, type=click.DateTime(formats=["%Y-%m-%d"]),
+              help="Apply every erasure carried out on or after this day (UTC) again: the day the restored "
+                   "backup was taken, or earlier.")
+@click.option("--dry-run", is_flag=True, help="Count what would be erased again; change nothing.")
+def erasures_replay(since: datetime, dry_run: bool) -> None:
+    """After restoring a backup: erase again every subject erased since --since (ER-06). Run it before
+    the restored stores are used. Exit 1 when a store could not be replayed."""
+    from datetime import UTC
+
+    from dsr.domain.suppression import replay
+
+    rt = _runtime()
+    report = replay(rt.sessions, rt.datamap, rt.connector, rt.resolve, rt.suppression_key,
+                    since=since.replace(tzinfo=UTC), apply=not dry_run)
+    verb = "would erase" if dry_run else "erased"
+    click.echo(f"{report.entries} erasure(s) since {since:%Y-%m-%d}; {report.found} subject(s) found again")
+    for store, touched in sorted(report.touched.items()):
+        click.echo(f"  {store}: {verb} {touched} record(s) again")
+    for store, why in sorted(report.failed.items()):
+        click.echo(f"  {store}: NOT replayed: {why}", err=True)
+    rt.close()
+    if report.failed:
+        sys.exit(1)
 
 
 @main.command()

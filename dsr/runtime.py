@@ -44,6 +44,13 @@ class Runtime:
         return storage_key(self.settings.resolved_secret_key())
 
     @property
+    def suppression_key(self) -> bytes:
+        """The key erased subjects' identities are hashed under (derived from DSR_SECRET_KEY)."""
+        from dsr.domain.suppression import suppression_key
+
+        return suppression_key(self.settings.resolved_secret_key())
+
+    @property
     def artifact_ttl(self) -> timedelta:
         return timedelta(days=self.settings.artifact_ttl_days)
 

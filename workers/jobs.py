@@ -72,4 +72,4 @@ def _conclude_erasure(rt: Runtime, session: Session, request: Request, tasks: li
                       clock: Callable[[], datetime]) -> Request:
     return erasing.conclude(session, request, tasks, rt.datamap, rt.connector, rt.storage, seal_key=rt.seal_key,
                             artifact_ttl=rt.artifact_ttl, backup_days=rt.settings.backup_days, clock=clock,
-                            timezone=rt.settings.timezone)
+                            timezone=rt.settings.timezone, suppression_key=rt.suppression_key)

@@ -31,7 +31,7 @@ from sqlalchemy import ColumnElement, exists, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from dsr.datamap import DataMap
-from dsr.domain import audit, erasure, work
+from dsr.domain import audit, erasure, suppression, work
 from dsr.domain.errors import DomainError, InvalidTransition, NotFound
 from dsr.domain.fulfilment import WORKER, _fail, _rowcount, _wait, claim, settled, task_key
 from dsr.domain.leases import DEFAULT_LEASE, Lease
@@ -301,7 +301,7 @@ def _done(sessions: sessionmaker[Session], task_id: uuid.UUID, attempt: int, sto
 def conclude(session: Session, request: Request, tasks: list[Task], datamap: DataMap,
              connector_for: Callable[[str], Connector], storage: Storage, *, seal_key: bytes,
              artifact_ttl: timedelta, backup_days: int | None, clock: Callable[[], datetime],
-             timezone: str = "Europe/Berlin") -> Request:
+             timezone: str = "Europe/Berlin", suppression_key: bytes | None = None) -> Request:
     """Every erase task has ended and none failed: preview each store again (nothing erasable may
     remain, the kept records must be those counted), then write the confirmation letter."""
     preview = dict(request.preview or {})
@@ -329,6 +329,8 @@ def conclude(session: Session, request: Request, tasks: list[Task], datamap: Dat
         return request
     audit.record(session, "erasure.verified", actor=WORKER, request_id=request.id, at=now,
                  data={"kept": verified})
+    if suppression_key is not None:
+        suppression.record(session, request, tasks, suppression_key, now=now)
     outcome = _outcome(preview, tasks)
     from dsr.exports.confirmation import build_confirmation, confirmation_data
 

@@ -10,7 +10,7 @@ data map (``connection``, identity lookups, per-table options) as marshmallow sc
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -250,6 +250,11 @@ class Connector:
         """The distinct values of ``column`` in the subject's records of ``table`` (the status of the
         subject's contract, data map ``contract:``)."""
         raise NotSupported(f"{self.type_name} stores cannot read a column's values")
+
+    def identity_values(self, kind: str) -> Iterator[str]:
+        """Every value of identity type ``kind`` this store looks subjects up by, streamed (the replay of
+        erasures after a restore matches them against keyed hashes). Default: none."""
+        return iter(())
 
     def names(self, source: str) -> list[str]:
         """The values of ``table.column`` in this store: the names a ``mask: names`` field cuts out of

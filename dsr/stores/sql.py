@@ -8,7 +8,7 @@ nested ``IN (SELECT ...)``, and streamed in batches through a server-side cursor
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -394,6 +394,21 @@ class SqlConnector(Connector):
             with self.engine.connect() as conn:
                 return list(conn.execute(select(t.c[column]).where(self.membership(table, subject)).distinct())
                             .scalars())
+        except OperationalError as exc:
+            self.close()
+            raise StoreUnavailable(f"store {self.store.name}: {exc.orig or exc}") from exc
+
+    def identity_values(self, kind: str) -> Iterator[str]:
+        ident = self.store.identities.get(kind)
+        if ident is None:
+            return
+        try:
+            column = self._reflect()[ident["table"]].c[ident["column"]]
+            with self.engine.connect() as conn:
+                rows = conn.execution_options(stream_results=True, yield_per=5000).execute(
+                    select(column).where(column.is_not(None)).distinct())
+                for value in rows.scalars():
+                    yield str(value)
         except OperationalError as exc:
             self.close()
             raise StoreUnavailable(f"store {self.store.name}: {exc.orig or exc}") from exc

@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+import subprocess
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
+from click.testing import CliRunner
 from pypdf import PdfReader
 from sqlalchemy import Engine, MetaData, func, select, text
+from sqlalchemy.engine import make_url
 
+from dsr.cli import main
 from dsr.db import make_engine
 from dsr.demo import portal
 from dsr.domain.accounts import create_api_token
-from dsr.models import AuditEvent, Role
+from dsr.models import AuditEvent, Role, Suppression
+from tests.conftest import SECRET
 from tests.helpers import MAX, read_zip, submit, work_off
 
 
@@ -212,3 +219,76 @@ def _dpo(app: Any) -> dict[str, str]:
     with app.extensions["dsr"].runtime.sessions.begin() as session:
         _row, secret = create_api_token(session, name="dpo", role=Role.DPO)
     return {"Authorization": f"Bearer {secret}"}
+
+
+def test_at32_a_backup_restored_after_an_erasure_is_erased_again_by_the_replay(own_stores, make_app, backend,
+                                                                                settings, tmp_path):
+    """AT-32: a backup taken before the erasure is restored (the database dump and the media folder);
+    `dsr erasures replay --since` finds the subject by the keyed hashes alone and erases him again."""
+    app = make_app(erasure_auto_approve=True)
+    client, auth = app.test_client(), _dpo(app)
+    store = make_engine(own_stores.store_url)
+    before = _portal_counts(store)
+    backup = _Backup(own_stores, tmp_path / "backup", backend.real)
+    request_id, detail = _erase(client, auth, app)
+    assert detail["status"] == "completed", detail
+    erased, erased_media = _portal_counts(store), _media(own_stores)
+    assert erased != before and erased_media != backup.media_files
+    with app.extensions["dsr"].runtime.sessions() as session:
+        entry = session.execute(select(Suppression)).scalar_one()
+        assert str(entry.request_id) == request_id and set(entry.stores) >= {"portal_db", "media", "analytics"}
+        stored = json.dumps(entry.identities) + json.dumps(entry.stores)
+    for value in (MAX, "Mustermann", "max.mustermann"):
+        assert value not in stored  # keyed hashes and plans only
+
+    app.extensions["dsr"].runtime.close()
+    store.dispose()
+    backup.restore()
+    assert _portal_counts(store) == before and _media(own_stores) == backup.media_files  # Max is back
+    env = {"DSR_DATABASE_URL": backend.database_url, "DSR_INSTANCE_DIR": str(settings.instance_dir),
+           "DSR_DATAMAP": str(settings.datamap_path), "DSR_SECRET_KEY": SECRET, "DSR_REDIS_URL": None, "DSR_ENV": None}
+    dry = CliRunner().invoke(main, ["erasures", "replay", "--since", "2000-01-01", "--dry-run"], env=env)
+    assert dry.exit_code == 0, dry.output
+    assert "1 subject(s) found again" in dry.output and "would erase" in dry.output
+    assert _portal_counts(store) == before
+    done = CliRunner().invoke(main, ["erasures", "replay", "--since", "2000-01-01"], env=env)
+    assert done.exit_code == 0, done.output
+    assert _portal_counts(store) == erased
+    assert _media(own_stores) == erased_media
+    again = CliRunner().invoke(main, ["erasures", "replay", "--since", "2000-01-01"], env=env)
+    assert again.exit_code == 0 and "erased 0 record(s) again" in again.output, again.output
+    later = CliRunner().invoke(main, ["erasures", "replay", "--since", "2999-01-01"], env=env)
+    assert "0 erasure(s)" in later.output
+    store.dispose()
+
+
+def _media(stores: Any) -> set[str]:
+    return {str(p.relative_to(stores.media)) for p in stores.media.rglob("*") if p.is_file()}
+
+
+class _Backup:
+    """A copy of the store database (pg_dump, or the SQLite file) and of the media folder."""
+
+    def __init__(self, stores: Any, folder: Path, real: bool) -> None:
+        self.stores, self.folder, self.real = stores, folder, real
+        folder.mkdir()
+        self.media_files = _media(stores)
+        shutil.copytree(stores.media, folder / "media")
+        if real:
+            subprocess.run(["pg_dump", "--format=custom", "--file", str(folder / "store.dump"),
+                            _libpq(stores.store_url)], check=True)
+        else:
+            shutil.copyfile(make_url(stores.store_url).database, folder / "store.sqlite")
+
+    def restore(self) -> None:
+        shutil.rmtree(self.stores.media)
+        shutil.copytree(self.folder / "media", self.stores.media)
+        if self.real:
+            subprocess.run(["pg_restore", "--clean", "--if-exists", "--no-owner", "--dbname",
+                            _libpq(self.stores.store_url), str(self.folder / "store.dump")], check=True)
+        else:
+            shutil.copyfile(self.folder / "store.sqlite", make_url(self.stores.store_url).database)
+
+
+def _libpq(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)

@@ -166,11 +166,14 @@ def test_erasing_max_removes_his_files_and_index_rows_and_nothing_else(world):
 
 
 def test_the_files_store_goes_before_the_sql_store(world):
-    """The sql erasure refuses to delete Max's tickets while attachment index rows point at them; after
-    the files store's erasure it goes through."""
+    """The sql erasure refuses to delete Max's tickets while attachment index rows point at them (its
+    preview only notes them: the files store erases first); after the files store's erasure it goes through."""
     with pytest.raises(ErasurePlanError, match="ticket_attachments"):
-        world.sql.preview(MAX, workable_plan(world.sql))
+        world.sql.erase(MAX, workable_plan(world.sql))
+    notes = world.sql.preview(MAX, workable_plan(world.sql)).notes
+    assert any("ticket_attachments (outside the data map)" in n for n in notes), notes
     world.files.erase(MAX, DELETE)
+    assert not any("ticket_attachments" in n for n in world.sql.preview(MAX, workable_plan(world.sql)).notes)
     assert world.sql.preview(MAX, workable_plan(world.sql)).tables["support_tickets"].deleted > 0
 
 
