@@ -147,7 +147,7 @@ def _preview_store(store_plan: erasure.StorePlan, connector: Connector, subject:
         action = step.action
         rule = datamap.retention.get(step.until) if step.until else None
         tables[step.table] = {
-            "category": step.category, "method": step.method if by == erasure.BY_CONNECTOR else by,
+            "category": step.category, "method": step.method if by != erasure.BY_HAND else by,
             "found": count.found if count else 0, "deleted": count.deleted if count else 0,
             "changed": count.changed if count else 0, "retained": count.retained if count else 0,
             "kept": dict(step.kept) if step.kept else None,

@@ -86,8 +86,10 @@ def _step(datamap: DataMap, store: Store, table: Table, contract_ended: bool, by
     category = datamap.categories[table.category]
     own, policy = table.erasure, category.erasure
     step = functools.partial(Step, store.name, table.name, category.id)
-    if by != BY_CONNECTOR:
+    if by == BY_HAND:
         return step(method=by, action=None)
+    # A processor is asked with the same plan as a connector: it carries out "delete everything" or
+    # "keep everything" and refuses a partial plan (then a person agrees it with the processor).
     if policy == "not_applicable":
         return step(method="retain", action=TableErasure("retain"), kept=_reason(own, policy))
     if policy == "retained_until_expiry" or (own is not None and own.method == "retain"):

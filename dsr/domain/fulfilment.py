@@ -332,7 +332,9 @@ def _wait(sessions: sessionmaker[Session], task_id: uuid.UUID, attempt: int, pen
             return task
         task.status = TaskStatus.WAITING.value
         # The first answer (a processor's signed receipt) is evidence (LC-61): it is kept, not overwritten.
-        task.checkpoint = {"reference": pending.reference, "waiting_since": since.isoformat(),
+        # What the task carries (an erasure's plan and order) stays; a collection's resume point does not.
+        task.checkpoint = {**{k: v for k, v in previous.items() if k != "resume"},
+                           "reference": pending.reference, "waiting_since": since.isoformat(),
                            "first_answer": previous.get("first_answer", pending.note)}
         task.counts = {**(task.counts or {}), "notes": [pending.note] if pending.note else []}
         if "waiting_since" not in previous:

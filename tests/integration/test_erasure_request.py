@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 from pypdf import PdfReader
 from sqlalchemy import Engine, MetaData, func, select, text
@@ -292,3 +293,34 @@ class _Backup:
 
 def _libpq(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.mark.parametrize("ended", [False, True], ids=["contract-running", "contract-ended"])
+def test_at34_while_the_contract_runs_the_letter_explains_and_offers_termination_and_the_rest_goes_at_once(
+        own_stores, make_app, ended):
+    """AT-34 (ER-03): the account's status (data map `contract:`) decides. While the contract runs,
+    usage and payment means stay, the letter says why and offers termination, and analytics, tickets
+    and media go at once; once it has ended, those go too and the letter offers nothing."""
+    store = make_engine(own_stores.store_url)
+    max_id = _max_account(store)
+    if ended:
+        with store.begin() as conn:
+            conn.execute(text("UPDATE accounts SET status = 'closed' WHERE id = :id"), {"id": max_id})
+    before = _portal_counts(store)
+    app = make_app(erasure_auto_approve=True)
+    client, auth = app.test_client(), _dpo(app)
+    request_id, detail = _erase(client, auth, app, locale="en")
+    assert detail["status"] == "completed", detail
+    preview = detail["preview"]
+    assert preview["contract_ended"] is ended
+    after = _portal_counts(store)
+    for table in ("api_usage", "payment_methods"):
+        assert before[table][max_id] > 0
+        assert after[table][max_id] == (0 if ended else before[table][max_id]), table
+    assert after["support_tickets"][max_id] == 0
+    assert sum(t["deleted"] for t in preview["stores"]["analytics"]["tables"].values()) > 0
+    artifacts = client.get(f"/api/v1/requests/{request_id}/artifacts", headers=auth).get_json()
+    letter = " ".join(_pdf_text(client.get(artifacts[0]["download_url"].replace("http://localhost", "")).data).split())
+    assert ("terminate your contract" in letter) is not ended, letter[:3000]
+    assert ("Your contract with us is still running" in letter) is not ended
+    store.dispose()

@@ -250,6 +250,44 @@ def test_a_signed_callback_wakes_the_waiting_task_and_the_package_holds_the_proc
     assert len(_detail(app, request_id, auth)["timeline"]) == seen
 
 
+def test_at31_an_erasure_request_waits_for_the_processors_signed_completion_and_keeps_it_as_evidence(
+        own_stores, make_app, sim, live):
+    """AT-31 in the request flow: the processor's part is its own erasure request, answered by signed
+    callback; the completion is kept with the task, and the processor holds nothing of Max afterwards."""
+    app = make_app(sim.url, base_url=live.url)
+    live.app = app
+    sim.simulator.delay = 3600  # completes when the test says so
+    auth, client = _auth(app), app.test_client()
+    created = submit(client, type="erasure", locale="en")
+    request_id = created["id"]
+    assert client.post(f"/api/v1/requests/{request_id}/verify", headers=auth).status_code == 200
+    _run(app)
+    detail = _detail(app, request_id, auth)
+    assert detail["status"] == "awaiting_approval"
+    assert detail["preview"]["stores"]["vonage"]["by"] == "processor"
+    assert not sim.simulator.cases  # nothing asked of the processor before the approval
+    assert client.post(f"/api/v1/requests/{request_id}/approve", headers=auth).status_code == 202
+    _run(app)
+    detail = _detail(app, request_id, auth)
+    assert detail["status"] == "in_progress" and _tasks(detail)["vonage"]["status"] == "waiting"
+    reference = subject_request_id(request_id, "vonage", "erase")
+    assert reference in sim.simulator.cases and subject_request_id(request_id, "vonage") not in sim.simulator.cases
+
+    sim.simulator.advance(reference, "completed")
+    assert _completed_callbacks(sim)[-1][2] == 204
+    _run(app)
+    detail = _detail(app, request_id, auth)
+    assert detail["status"] == "completed", [(t["store"], t["status"], t["error"]) for t in detail["tasks"]]
+    vonage = _tasks(detail)["vonage"]
+    assert vonage["counts"]["erasure"]["messages"]["deleted"] == 5 and vonage["counts"]["evidence"], vonage["counts"]
+    assert any(e["action"] == "processor.callback" for e in detail["timeline"])
+    artifacts = client.get(f"/api/v1/requests/{request_id}/artifacts", headers=auth).get_json()
+    assert [a["kind"] for a in artifacts] == ["confirmation"]
+    # The processor holds nothing of Max any more.
+    held = sim.simulator._holding(sim.simulator.cases[reference].document["subject_identities"])
+    assert held and all(rows == [] for rows in held.values())
+
+
 def test_callbacks_are_refused_for_unknown_stores_requests_and_foreign_ids(make_app, sim):
     app = make_app(sim.url)
     auth = _auth(app)

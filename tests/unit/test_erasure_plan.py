@@ -36,7 +36,7 @@ def test_while_the_contract_runs_only_what_the_contract_does_not_need_goes(datam
     assert methods[("portal_db", "accounts")] == "retain"
     assert methods[("portal_db", "invoices")] == "retain"  # statutory duty
     assert methods[("portal_db", "call_records")] == "retain"
-    assert methods[("vonage", "messages")] == "processor"
+    assert methods[("vonage", "messages")] == "delete"  # asked of the processor, with the same plan
 
 
 def test_after_the_contract_the_contract_data_goes_and_statutory_data_stays(datamap: DataMap) -> None:
@@ -68,7 +68,8 @@ def test_each_kept_table_says_why_under_which_provision_and_until_which_rule(dat
 def test_stores_say_who_carries_out_their_part(datamap: DataMap) -> None:
     plans = plan(datamap, contract_ended=True)
     assert plans["portal_db"].by == BY_CONNECTOR and plans["vonage"].by == BY_PROCESSOR
-    assert plans["vonage"].actions() == {}
+    assert plans["vonage"].actions() == {"messages": TableErasure("delete"),
+                                         "call_recordings_meta": TableErasure("delete")}
     actions = plans["portal_db"].actions()
     assert actions["support_tickets"] == TableErasure("delete") and actions["invoices"] == TableErasure("retain")
     assert plans["web_logs"].changes_anything is False  # the logs are kept until their 7 days are over
