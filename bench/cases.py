@@ -125,6 +125,59 @@ def collect_rows_path(ctx: Context) -> Figures:
     return _collect(ctx, rows_only=True)
 
 
+def _erasure_world(ctx: Context) -> tuple[Any, Any, Any, dict[str, Any], dict[str, Any]]:
+    """The media and portal_db connectors of the default map on the bench store, the subject, and a plan
+    that deletes every table the floor deletes (so both remove the same rows; the default map's own
+    plan keeps invoices and traffic data, which a DELETE floor of them would not)."""
+    os.environ["DSR_MEDIA_DIR"] = str(ctx.media_dir)
+    os.environ["DSR_PORTAL_DB_URL"] = ctx.store_url
+    from dsr.datamap import load
+    from dsr.stores import ConnectorContext, Subject, connector_class, validate_store
+    from dsr.stores.base import TableErasure
+
+    datamap = load(ctx.datamap, instance_dir=ctx.work_dir, validate_store=validate_store)
+    made: dict[str, Any] = {}
+
+    def connector_for(name: str) -> Any:
+        if name not in made:
+            spec = datamap.stores[name]
+            made[name] = connector_class(spec.connector)(spec, ConnectorContext(ctx.work_dir, connector_for))
+        return made[name]
+
+    floor_tables = {table for table, _query in ctx.floor_queries}
+    sql_plan = {t: TableErasure("delete") for t in datamap.stores["portal_db"].tables if t in floor_tables}
+    media_plan = {t: TableErasure("delete") for t in datamap.stores["media"].tables}
+    subject = Subject.from_email(ctx.subject_email)
+    return connector_for("media"), connector_for("portal_db"), subject, sql_plan, media_plan
+
+
+@case("erasure", "Art. 17 erasure of the subject as the erase jobs do it: the media store (files, then their index "
+      "rows), then portal_db set-based in one transaction (every table the floor deletes); beside DELETE",
+      floor=delete_floor, resets_store=True, target_ratio=2.0, target_from=1_000)
+def erasure(ctx: Context) -> Figures:
+    media, sql, subject, sql_plan, media_plan = _erasure_world(ctx)
+    with stopwatch() as watch:
+        first = media.erase(subject, media_plan)
+        second = sql.erase(subject, sql_plan)
+    media.close()
+    sql.close()
+    # The floor deletes the index rows of the subject's files too: the files store's count is those.
+    rows = sum(c.deleted + c.changed for c in second.tables.values()) + first.touched
+    return Figures(watch.seconds, rows, notes={"files": first.touched})
+
+
+@case("erasure_preview", "the preview of the same erasure (counts only, rolled back): what the DPO approves and "
+      "what the check after the erasure runs again; beside DELETE", floor=delete_floor, resets_store=True)
+def erasure_preview(ctx: Context) -> Figures:
+    media, sql, subject, sql_plan, media_plan = _erasure_world(ctx)
+    with stopwatch() as watch:
+        files = media.preview(subject, media_plan)
+        result = sql.preview(subject, sql_plan)
+    media.close()
+    sql.close()
+    return Figures(watch.seconds, sum(c.deleted for c in result.tables.values()) + files.touched)
+
+
 def files_floor(ctx: Context) -> Figures:
     """The floor of a log store: every line of its files read (gunzip, readline), nothing parsed."""
     import gzip

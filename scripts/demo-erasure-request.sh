@@ -24,14 +24,16 @@ curl -fsS -X POST "$base/api/v1/requests/$id/verify" -H "Authorization: Bearer $
 echo "identity verified by hand; waiting for the preview..."
 wait_for awaiting_approval completed failed || true
 echo "status: $(status)"
-curl -fsS "$base/api/v1/requests/$id" -H "Authorization: Bearer $token" | python3 -c '
-import json, sys
-preview = json.load(sys.stdin)["preview"] or {}
-print(f"contract ended: {preview.get(\"contract_ended\")}; over the bound: {preview.get(\"over_bound\") or \"none\"}")
+DETAIL=$(curl -fsS "$base/api/v1/requests/$id" -H "Authorization: Bearer $token") python3 - <<'PY'
+import json, os
+preview = json.loads(os.environ["DETAIL"])["preview"] or {}
+print(f"contract ended: {preview.get('contract_ended')}; over the bound: {preview.get('over_bound') or 'none'}")
 for store, plan in preview.get("stores", {}).items():
+    print(f"  {store} (by {plan['by']})")
     for table, t in plan["tables"].items():
-        print(f"  {store}.{table}: {t[\"method\"]:8} found {t[\"found\"]:5}  deleted {t[\"deleted\"]:5}  "
-              f"changed {t[\"changed\"]:5}  kept {t[\"retained\"]:5}  {t[\"until\"] or \"\"}")'
+        print(f"    {table:<22} {t['method']:<9} found {t['found']:>5}  deleted {t['deleted']:>5}  "
+              f"changed {t['changed']:>5}  kept {t['retained']:>5}  {t['until'] or ''}")
+PY
 
 if [ "$(status)" = awaiting_approval ]; then
   curl -fsS -X POST "$base/api/v1/requests/$id/approve" -H "Authorization: Bearer $token" >/dev/null
