@@ -757,6 +757,16 @@ class FilesConnector(Connector):
             raise NotSupported(f"store {store!r} is a {connector.type_name} store; an index must be in a sql store")
         return connector
 
+    def warm(self) -> None:
+        """Reflect the index tables now (a worker does this before it forks its work horses, which then
+        start with them known: ~0.1 s less for each job of this store). Raises StoreUnavailable."""
+        for table in self.store.tables.values():
+            index = table.options.get("index")
+            if index is not None:
+                sql = self._sql(index["store"])
+                self._index_table(sql, index)
+                sql.warm()
+
     def _index_table(self, sql: SqlConnector, index: Mapping[str, Any]) -> Table:
         """The index table, reflected once (also when the SQL store's map does not list it)."""
         cache_key = (sql.store.name, index["table"])
