@@ -41,6 +41,29 @@ def _base_url(raw: str | None) -> str | None:
     return raw.rstrip("/")
 
 
+def _smtp_url(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    from dsr.mail import SmtpServer  # the mailer parses it the same way when it sends
+
+    try:
+        SmtpServer.parse(raw)
+    except ValueError as exc:
+        raise ConfigError(f"DSR_SMTP_URL {exc}") from None
+    return raw
+
+
+def _mail_from(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    from dsr.mail import check_address
+
+    try:
+        return check_address(raw)
+    except ValueError as exc:
+        raise ConfigError(f"DSR_MAIL_FROM {exc}") from None
+
+
 def project_folder(name: str) -> Path:
     """A top-level folder of the project (``migrations``, ``templates``): next to the package in a
     source checkout or editable install, else in the working directory (the container's /app)."""
@@ -88,6 +111,10 @@ class Settings:
     erasure_auto_approve: bool = False
     erasure_bound: int = 100_000
     backup_days: int | None = None
+    # Art. 19 notices by e-mail go through this SMTP server (``dsr.mail``); unset: each mail is written as
+    # an .eml file to instance/mail (development and the demo only). Its password never appears in a repr.
+    smtp_url: str | None = field(default=None, repr=False)
+    mail_from: str | None = None  # the notices' sender; unset: the data map's DPO address
 
     @property
     def production(self) -> bool:
@@ -167,6 +194,8 @@ class Settings:
             erasure_auto_approve=boolean("DSR_ERASURE_AUTO_APPROVE", False),
             erasure_bound=integer("DSR_ERASURE_BOUND", 100_000),
             backup_days=integer("DSR_BACKUP_DAYS", 0) or None,
+            smtp_url=_smtp_url(get("DSR_SMTP_URL")),
+            mail_from=_mail_from(get("DSR_MAIL_FROM")),
         )
         if settings.task_lease_seconds < 3:
             raise ConfigError(f"DSR_TASK_LEASE_SECONDS must be at least 3, got {settings.task_lease_seconds}")

@@ -16,12 +16,13 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from dsr import datamap as datamaps
-from dsr.config import Settings
+from dsr.config import ConfigError, Settings
 from dsr.db import make_engine, make_session_factory
 from dsr.domain.deadlines import DeadlinePolicy
 from dsr.domain.holidays import HolidayCalendar
 from dsr.domain.packaging import ReportOptions, Storage
 from dsr.exports.sealed import storage_key
+from dsr.mail import Mailer
 from dsr.outbox import Dispatcher, install
 from dsr.stores import Connector, ConnectorContext, StoreUnavailable, Subject, connector_class, validate_store
 
@@ -53,6 +54,12 @@ class Runtime:
     @property
     def artifact_ttl(self) -> timedelta:
         return timedelta(days=self.settings.artifact_ttl_days)
+
+    @property
+    def mailer(self) -> Mailer:
+        """Sends mail (Art. 19 notices) as DSR_MAIL_FROM, else the data map's DPO address."""
+        controller = self.datamap.controller
+        return Mailer.from_settings(self.settings, controller.dpo.email or controller.email)
 
     @property
     def report_options(self) -> ReportOptions:
@@ -130,6 +137,12 @@ def build(settings: Settings, dispatcher: Dispatcher | None = None) -> Runtime:
     if dispatcher is not None:
         install(sessions, dispatcher)
     datamap = load_datamap(settings)
+    emailed = sorted(r.id for r in datamap.recipients.values() if r.notify.via == "email")
+    if settings.production and emailed and not settings.smtp_url:
+        # Outside production such mail is written to instance/mail; in production it would not reach anyone.
+        engine.dispose()
+        raise ConfigError(f"the data map tells {', '.join(emailed)} by e-mail (notify: email): production needs "
+                          "DSR_SMTP_URL, the SMTP server to send through")
     policy = DeadlinePolicy(
         calendar=HolidayCalendar.for_regions(settings.holiday_regions),
         tz_name=settings.timezone,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Walk one erasure request (Art. 17) through the API: submit, verify by hand, wait for the preview,
-# show it, approve it as the DPO, wait, download the confirmation letter (PDF).
+# show it, approve it as the DPO, wait, tell the recipients that a person tells (Art. 19, notify: manual),
+# download the confirmation letter (PDF).
 # Usage: scripts/demo-erasure-request.sh [BASE_URL] TOKEN [EMAIL]   (LOCALE=en for the English letter)
 set -euo pipefail
 if [ $# -eq 1 ]; then set -- http://127.0.0.1:5000 "$1"; fi
@@ -39,6 +40,23 @@ if [ "$(status)" = awaiting_approval ]; then
   curl -fsS -X POST "$base/api/v1/requests/$id/approve" -H "Authorization: Bearer $token" >/dev/null
   echo "approved; waiting for the stores..."
 fi
+# Art. 19: recipients told by e-mail or through their store are told by the workers (without
+# DSR_SMTP_URL the mails are in instance/mail/); those told by hand wait for the DPO office.
+for _ in $(seq 1 60); do
+  s=$(status); [ "$s" = completed ] || [ "$s" = failed ] && break
+  waiting=$(curl -fsS "$base/api/v1/requests/$id" -H "Authorization: Bearer $token" | python3 -c '
+import json, sys
+tasks = json.load(sys.stdin)["tasks"]
+if all(t["status"] in ("done", "failed") for t in tasks if t["action"] != "notify"):
+    print(" ".join("{}:{}".format(t["id"], t["store"]) for t in tasks
+                   if t["action"] == "notify" and t["status"] == "waiting"))')
+  for task in $waiting; do
+    curl -fsS -X POST "$base/api/v1/requests/$id/tasks/${task%%:*}/complete" -H "Authorization: Bearer $token" \
+      -F "note=demo: told ${task#*:} of the erasure by letter" >/dev/null
+    echo "notice to ${task#*:} completed by hand (Art. 19)"
+  done
+  sleep 1
+done
 wait_for completed failed || true
 final=$(status)
 echo "status: $final"

@@ -38,6 +38,26 @@ def work_off(app: Any, logging_level: str = "ERROR") -> bool:
     return worker.work(burst=True, logging_level=logging_level)
 
 
+def tell_by_hand(app: Any, client: FlaskClient, auth: dict[str, str], request_id: str, *,
+                 run: bool = True) -> list[str]:
+    """Complete every Art. 19 notice of the request that waits for a person (``notify: manual``) as the
+    DPO office would, with a note and a file, then run the jobs (unless ``run`` is false: workers of
+    their own run them). Returns the recipients so told."""
+    detail = client.get(f"/api/v1/requests/{request_id}", headers=auth).get_json()
+    told = []
+    for task in detail["tasks"]:
+        if task["action"] == "notify" and task["status"] == "waiting":
+            answer = client.post(f"/api/v1/requests/{request_id}/tasks/{task['id']}/complete", headers=auth,
+                                 data={"note": f"told {task['store']} by letter",
+                                       "evidence": (io.BytesIO(b"%PDF-1.4 letter"), "letter.pdf")},
+                                 content_type="multipart/form-data")
+            assert answer.status_code == 200, answer.get_json()
+            told.append(task["store"])
+    if run:
+        work_off(app)
+    return told
+
+
 def without_processor(raw: dict[str, Any]) -> dict[str, Any]:
     """The default map (as loaded from YAML) without the Vonage store: tests that are not about
     processors need no simulator. tests/integration/test_processor_store.py runs it with one."""

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from rq import get_current_job
 from sqlalchemy.orm import Session
 
-from dsr.domain import erasing, fulfilment, intake, planning
+from dsr.domain import erasing, fulfilment, intake, notices, planning
 from dsr.models import Request, RequestType, Task, utcnow
 from dsr.runtime import Runtime, current
 
@@ -57,6 +57,20 @@ def erase(task_id: str, after_attempt: int | None = None) -> str:
     if task is None:
         return "nothing to do: done, held by a live attempt, or waiting for the stores it follows"
     return f"{task.store}: {task.status}"
+
+
+def notify(task_id: str, after_attempt: int | None = None) -> str:
+    """Tell one recipient of an erasure (Art. 19 GDPR)."""
+    rt = current()
+    job = get_current_job()
+    final = job is None or not job.retries_left
+    task = notices.notify(rt.sessions, rt.datamap, rt.mailer, uuid.UUID(task_id), final_attempt=final,
+                          holder=job.id if job else None, lease=timedelta(seconds=rt.settings.task_lease_seconds),
+                          processor_deadline=timedelta(days=rt.settings.processor_deadline_days),
+                          after_attempt=after_attempt, timezone=rt.settings.timezone)
+    if task is None:
+        return "nothing to do: done, held by a live attempt, or waiting for the erasure"
+    return f"notice to {task.store}: {task.status}"
 
 
 def assemble(request_id: str) -> str:

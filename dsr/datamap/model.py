@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 Localized = Mapping[str, str]  # {"de": ..., "en": ...}
+GERMAN_SPEAKING = ("DE", "AT", "CH", "LI")
 
 # ${NAME} or ${NAME:-default} in a store's connection (docs/datamap.md).
 VARIABLE = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?::-(?P<default>[^}]*))?\}")
@@ -89,6 +90,12 @@ class Notify:
     store: str | None = None
     email: str | None = None
     reason: Localized | None = None
+    locale: str | None = None  # the language of an e-mailed notice (de, en); None: by the recipient's country
+
+    def language(self, country: str) -> str:
+        """The language the recipient reads its notice in: ``locale``, else German for a recipient
+        established where German is the official language, else English."""
+        return self.locale or ("de" if country in GERMAN_SPEAKING else "en")
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,7 @@ class NotifySchema(_Strict):
     store = fields.String(load_default=None)
     email = fields.Email(load_default=None)
     reason = Localized(load_default=None)  # why none: Art. 19 "impossible or disproportionate"
+    locale = fields.String(load_default=None, validate=validate.OneOf(LOCALES))  # of an e-mailed notice
 
     @validates_schema
     def _complete(self, data: dict[str, Any], **_: Any) -> None:

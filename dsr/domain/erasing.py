@@ -31,9 +31,9 @@ from sqlalchemy import ColumnElement, exists, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from dsr.datamap import DataMap
-from dsr.domain import audit, erasure, suppression, work
+from dsr.domain import audit, erasure, notices, suppression, work
 from dsr.domain.errors import DomainError, InvalidTransition, NotFound
-from dsr.domain.fulfilment import WORKER, _fail, _rowcount, _wait, claim, settled, task_key
+from dsr.domain.fulfilment import WORKER, _fail, _rowcount, _wait, claim, may_start, settled
 from dsr.domain.leases import DEFAULT_LEASE, Lease
 from dsr.domain.packaging import Storage
 from dsr.exports.sealed import seal
@@ -108,7 +108,7 @@ def prepare(sessions: sessionmaker[Session], datamap: DataMap, connector_for: Ca
             "contract_ended": contract_ended, "over_bound": over,
             "stores": {n: _totals(s["tables"]) for n, s in stores.items()}})
         if auto_approve and not over:
-            approve(session, request, actor=SYSTEM, now=at)
+            approve(session, request, datamap, actor=SYSTEM, now=at)
         return request
 
 
@@ -180,10 +180,11 @@ def _totals(tables: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
 
 # --- 2. approval -----------------------------------------------------------------------------------
 
-def approve(session: Session, request: Request, *, actor: str, now: datetime,
+def approve(session: Session, request: Request, datamap: DataMap, *, actor: str, now: datetime,
             allow_over_bound: bool = False) -> list[Task]:
-    """Approve the previewed erasure: one task per store, started in the store order. Over the bound
-    only with ``allow_over_bound`` (the DPO looked: the erasure then runs without a bound)."""
+    """Approve the previewed erasure: one task per store, started in the store order, and one Art. 19
+    notice per recipient told once they are done (``notices``). Over the bound only with
+    ``allow_over_bound`` (the DPO looked: the erasure then runs without a bound)."""
     if request.status != RequestStatus.AWAITING_APPROVAL or not request.preview:
         raise InvalidTransition(f"request {request.reference} is {request.status}; only a previewed erasure "
                                 "waiting for approval can be approved")
@@ -204,6 +205,7 @@ def approve(session: Session, request: Request, *, actor: str, now: datetime,
                           checkpoint={"by": store["by"], "plan": plan, "after": after, "bound": bound}))
     session.add_all(tasks)
     session.flush()
+    tasks += notices.plan(session, request, datamap, tasks, actor=actor, now=now)
     request.status = RequestStatus.IN_PROGRESS.value
     request.version += 1
     audit.record(session, "erasure.approved", actor=actor, request_id=request.id, at=now,
@@ -225,7 +227,7 @@ def erase(sessions: sessionmaker[Session], connector_for: Callable[[str], Connec
           processor_deadline: timedelta = timedelta(days=10), after_attempt: int | None = None) -> Task | None:
     """Run one erase task; None when there was nothing to do (done, held by another live attempt, or
     waiting for the stores it must follow)."""
-    if not _may_start(sessions, task_id):
+    if not may_start(sessions, task_id):
         return None
     claimed = claim(sessions, task_id, holder=holder, lease=lease, after_attempt=after_attempt)
     if claimed is None:
@@ -258,23 +260,6 @@ def erase(sessions: sessionmaker[Session], connector_for: Callable[[str], Connec
     return _done(sessions, task_id, attempt, store, claimed.request_id, result)
 
 
-def _may_start(sessions: sessionmaker[Session], task_id: uuid.UUID) -> bool:
-    """A task run again by hand before the stores it follows are done goes back to waiting for them."""
-    with sessions.begin() as session:
-        task = session.get(Task, task_id, with_for_update=True)
-        if task is None:
-            return False
-        after = (task.checkpoint or {}).get("after") or []
-        if not after or task.status not in (TaskStatus.QUEUED, TaskStatus.RUNNING):
-            return True
-        done = {task_key(t) for t in session.execute(select(Task).where(
-            Task.request_id == task.request_id, Task.status == TaskStatus.DONE.value)).scalars()}
-        if all(key in done for key in after):
-            return True
-        task.status, task.job_id = TaskStatus.WAITING.value, None
-        return False
-
-
 def _done(sessions: sessionmaker[Session], task_id: uuid.UUID, attempt: int, store: str, request_id: uuid.UUID,
           result: ErasureResult) -> Task | None:
     tables = {t: asdict(c) for t, c in result.tables.items()}
@@ -304,6 +289,7 @@ def conclude(session: Session, request: Request, tasks: list[Task], datamap: Dat
              timezone: str = "Europe/Berlin", suppression_key: bytes | None = None) -> Request:
     """Every erase task has ended and none failed: preview each store again (nothing erasable may
     remain, the kept records must be those counted), then write the confirmation letter."""
+    tasks, told = notices.split(tasks)  # the Art. 19 notices are not stores; the letter names the recipients told
     preview = dict(request.preview or {})
     now = clock()
     remaining, verified = {}, {}
@@ -331,7 +317,7 @@ def conclude(session: Session, request: Request, tasks: list[Task], datamap: Dat
                  data={"kept": verified})
     if suppression_key is not None:
         suppression.record(session, request, tasks, suppression_key, now=now)
-    outcome = _outcome(preview, tasks)
+    outcome = {**_outcome(preview, tasks), "recipients": told}
     from dsr.exports.confirmation import build_confirmation, confirmation_data
 
     facts = {"reference": request.reference, "received_at": request.received_at, "legal_end": request.legal_end,

@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from dsr.models import Task
+from dsr.models import Task, TaskAction
 
 
 def findings(tasks: Iterable[Task]) -> list[dict[str, Any]]:
     out = []
     for task in tasks:
+        if task.action == TaskAction.NOTIFY:
+            continue  # an Art. 19 notice: its store names a recipient, and it holds no records
         for table, found in sorted(((task.counts or {}).get("past_retention") or {}).items()):
             out.append({
                 "kind": "past_retention", "store": task.store, "table": table, "category": found.get("category"),

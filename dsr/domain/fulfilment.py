@@ -29,7 +29,7 @@ from dsr.domain.packaging import ReportOptions, Storage, build_package
 from dsr.exports import aging
 from dsr.exports.csv_files import CsvDirectorySink, kinds_path
 from dsr.exports.disclosure import DisclosingSink
-from dsr.models import Artifact, Request, RequestStatus, RequestType, Task, TaskStatus, utcnow
+from dsr.models import Artifact, Request, RequestStatus, RequestType, Task, TaskAction, TaskStatus, utcnow
 from dsr.outbox import schedule
 from dsr.stores import Connector, Pending, Refused, StoreUnavailable, Subject
 
@@ -166,6 +166,24 @@ def settled(session: Session, task: Task, run: str) -> None:
 def task_key(task: Task) -> str:
     """How other tasks name this one in their checkpoint's ``after``: ``<action>:<store>``."""
     return f"{task.action}:{task.store}"
+
+
+def may_start(sessions: sessionmaker[Session], task_id: uuid.UUID) -> bool:
+    """Whether a task that waits for others (checkpoint ``after``) may run now. One run again by hand
+    before those are done goes back to waiting for them (``_release`` starts it)."""
+    with sessions.begin() as session:
+        task = session.get(Task, task_id, with_for_update=True)
+        if task is None:
+            return False
+        after = (task.checkpoint or {}).get("after") or []
+        if not after or task.status not in (TaskStatus.QUEUED, TaskStatus.RUNNING):
+            return True
+        done = {task_key(t) for t in session.execute(select(Task).where(
+            Task.request_id == task.request_id, Task.status == TaskStatus.DONE.value)).scalars()}
+        if all(key in done for key in after):
+            return True
+        task.status, task.job_id = TaskStatus.WAITING.value, None
+        return False
 
 
 def _release(session: Session, ended: Task) -> None:
@@ -325,7 +343,10 @@ def _wait(sessions: sessionmaker[Session], task_id: uuid.UUID, attempt: int, pen
         task.lease_expires_at, task.job_id = None, None
         if now - since > deadline:
             task.status, task.finished_at = TaskStatus.FAILED.value, now
-            task.error = f"the store did not answer within {deadline.days} days (reference {pending.reference})"
+            task.error = (f"the store did not answer within {deadline.days} days (reference {pending.reference})"
+                          if task.action != TaskAction.NOTIFY else
+                          f"the recipient {task.store} was not told within {deadline.days} days: tell it, run this "
+                          "task again and complete it by hand")
             audit.record(session, "task.failed", actor=WORKER, request_id=task.request_id,
                          data={"store": task.store, "attempt": attempt, "error": "deadline"})
             settled(session, task, str(attempt))
@@ -359,7 +380,9 @@ def complete_by_hand(session: Session, task: Task, storage: Storage, *, actor: s
     if not note.strip():
         raise DomainError("a note is required: what was searched or done, and what was found")
     attempt = task.attempts
-    out = storage.work_dir(task.request_id, task.store, attempt)
+    # A notice's evidence has a folder of its own: its recipient may share its name with a store.
+    out = storage.work_dir(task.request_id, task.store if task.action != TaskAction.NOTIFY else f"notice-{task.store}",
+                           attempt)
     shutil.rmtree(out, ignore_errors=True)
     files = []
     sink = CsvDirectorySink(out)
@@ -383,6 +406,10 @@ def complete_by_hand(session: Session, task: Task, storage: Storage, *, actor: s
         "store": task.store, "evidence": [{"sha256": f["sha256"], "size": f["size"]} for f in files],
         "note_sha256": hashlib.sha256(note.strip().encode()).hexdigest(),
     })
+    if task.action == TaskAction.NOTIFY:
+        from dsr.domain import notices  # notices builds on this module
+
+        notices.told_by_hand(session, task, actor=actor, now=now)
     settled(session, task, f"{attempt}-manual")
     return task
 
@@ -466,9 +493,11 @@ def assemble(
         if failed:
             request.status = RequestStatus.FAILED.value
             request.version += 1
+            notices = [t for t in failed if t.action == TaskAction.NOTIFY]  # their store names a recipient
             audit.record(session, "request.failed", actor=WORKER, request_id=request_id, at=now, data={
-                "stores": {t.store: t.status for t in failed},
-                "kept": sorted(t.store for t in tasks if t.status == TaskStatus.DONE),
+                "stores": {t.store: t.status for t in failed if t.action != TaskAction.NOTIFY},
+                "kept": sorted(t.store for t in tasks if t.status == TaskStatus.DONE and t.action != TaskAction.NOTIFY),
+                **({"recipients": {t.store: t.status for t in notices}} if notices else {}),
             })
             _copy_ended(session, request)
             return request

@@ -62,8 +62,10 @@ def rerun(session: Session, request: Request, task: Task, *, actor: str, now: da
     if request.status not in (RequestStatus.FAILED, RequestStatus.IN_PROGRESS):
         raise InvalidTransition(f"request {request.reference} is {request.status}")
     task.status, task.error, task.finished_at = TaskStatus.QUEUED.value, None, None
-    # Someone mended the cause: the count of attempts that died starts afresh.
-    task.checkpoint = {k: v for k, v in (task.checkpoint or {}).items() if k != "abandoned"} or None
+    # Someone mended the cause: the count of attempts that died starts afresh, and so does a notice's
+    # deadline (its recipient is to be told now, and the office gets the whole period again).
+    dropped = ("abandoned", "waiting_since") if task.action == TaskAction.NOTIFY else ("abandoned",)
+    task.checkpoint = {k: v for k, v in (task.checkpoint or {}).items() if k not in dropped} or None
     request.status = RequestStatus.IN_PROGRESS.value
     request.version += 1
     audit.record(session, "task.rerun", actor=actor, request_id=request.id, at=now,

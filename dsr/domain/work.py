@@ -11,6 +11,7 @@ ADVANCE = "workers.jobs.advance"
 COLLECT = "workers.jobs.collect"
 ASSEMBLE = "workers.jobs.assemble"
 ERASE = "workers.jobs.erase"
+NOTIFY = "workers.jobs.notify"
 
 
 def advance_id(request_id: uuid.UUID, step: str) -> str:
@@ -29,8 +30,14 @@ def erase_id(task_id: uuid.UUID, run: int | str) -> str:
     return f"dsr-erase-{task_id}-{run}"
 
 
+def notify_id(task_id: uuid.UUID, run: int | str) -> str:
+    return f"dsr-notify-{task_id}-{run}"
+
+
 def task_job(action: str, task_id: uuid.UUID, run: int | str) -> tuple[str, str]:
-    """The job that runs a task of ``action`` (collect, erase), and its id for this run."""
+    """The job that runs a task of ``action`` (collect, erase, notify), and its id for this run."""
     if action == "erase":
         return ERASE, erase_id(task_id, run)
+    if action == "notify":
+        return NOTIFY, notify_id(task_id, run)
     return COLLECT, collect_id(task_id, run)

@@ -1,4 +1,6 @@
-"""One unit of work: one action (collect, erase, ...) on one store of the data map, for one request."""
+"""One unit of work: one action (collect, erase, ...) on one store of the data map, for one request.
+
+A ``notify`` task (an Art. 19 notice) names a recipient of the data map in ``store``, not a store."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ class TaskAction(enum.StrEnum):
     ERASE = "erase"
     RECTIFY = "rectify"
     RESTRICT = "restrict"
+    NOTIFY = "notify"  # tell a recipient of the data map (Art. 19): ``store`` holds the recipient's id
 
 
 class TaskStatus(enum.StrEnum):

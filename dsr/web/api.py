@@ -157,7 +157,7 @@ class Approve(MethodView):
         with runtime().sessions.begin() as session:
             request = _get(session, request_id, for_update=True)
             try:
-                erasing.approve(session, request, actor=principal().actor, now=utcnow(),
+                erasing.approve(session, request, runtime().datamap, actor=principal().actor, now=utcnow(),
                                 allow_over_bound=bool((data or {}).get("allow_over_bound")))
             except (InvalidTransition, erasing.OverBound) as exc:
                 _abort(409, str(exc))

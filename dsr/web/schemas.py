@@ -134,8 +134,9 @@ class CompleteTaskSchema(Schema):
 
 class TaskSchema(Schema):
     id = fields.UUID()
-    store = fields.String()
-    action = fields.String()
+    store = fields.String(metadata={"description": "The data map's store; for action notify (an Art. 19 notice) "
+                                                   "the recipient told."})
+    action = fields.String(metadata={"description": "collect, erase or notify."})
     status = fields.String()
     attempts = fields.Integer()
     error = fields.String(allow_none=True)

@@ -26,7 +26,7 @@ from dsr.demo import portal
 from dsr.domain.accounts import create_api_token
 from dsr.models import AuditEvent, Role, Suppression
 from tests.conftest import SECRET
-from tests.helpers import MAX, read_zip, submit, work_off
+from tests.helpers import MAX, read_zip, submit, tell_by_hand, work_off
 
 
 def _portal_counts(engine: Engine) -> dict[str, Counter[Any]]:
@@ -90,9 +90,13 @@ def test_erasing_max_removes_what_is_erasable_keeps_what_the_law_keeps_and_leave
     approved = client.post(f"/api/v1/requests/{request_id}/approve", headers=auth)
     assert approved.status_code == 202, approved.get_json()
     work_off(app)
+    # The tests' map tells every recipient by hand (Art. 19, tests/integration/test_art19_notices.py).
+    assert _detail(client, auth, request_id)["status"] == "in_progress"
+    assert sorted(tell_by_hand(app, client, auth, request_id)) == ["aws", "support_tool", "vonage"]
     detail = _detail(client, auth, request_id)
     assert detail["status"] == "completed", (detail["status"], [(t["store"], t["error"]) for t in detail["tasks"]])
-    assert {t["store"]: t["action"] for t in detail["tasks"]} == dict.fromkeys(preview["stores"], "erase")
+    erase_tasks = {t["store"]: t["action"] for t in detail["tasks"] if t["action"] == "erase"}
+    assert erase_tasks == dict.fromkeys(preview["stores"], "erase")
 
     # The database: Max's rows of every deleting table are gone, kept tables are as they were, and
     # every other account's rows are untouched.
@@ -118,6 +122,7 @@ def test_erasing_max_removes_what_is_erasable_keeps_what_the_law_keeps_and_leave
     assert [a["kind"] for a in artifacts] == ["confirmation"]
     letter = _pdf_text(client.get(artifacts[0]["download_url"].replace("http://localhost", "")).data)
     assert "Löschung" in letter and "Rechnungen" in letter and "147" in letter
+    assert "Vonage B.V." in letter and "Amazon Web Services EMEA SARL" in letter  # the recipients told
     assert "portal-demo" not in letter and str(own_stores.media) not in letter
 
     # An access request now finds none of the erased records, and still the kept ones.
@@ -145,12 +150,15 @@ def test_erasing_max_removes_what_is_erasable_keeps_what_the_law_keeps_and_leave
 def test_a_second_erasure_finds_nothing_more_and_changes_nothing(own_stores, make_app):
     app = make_app(erasure_auto_approve=True)
     client, auth = app.test_client(), _dpo(app)
-    _first, detail = _erase(client, auth, app)
-    assert detail["status"] == "completed", detail  # auto-approved: no call needed
+    first, detail = _erase(client, auth, app)
+    assert detail["status"] == "in_progress", detail  # auto-approved: no call needed; recipients told by hand
+    tell_by_hand(app, client, auth, first)
+    assert _detail(client, auth, first)["status"] == "completed"
     store = make_engine(own_stores.store_url)
     before = _portal_counts(store)
     second, again = _erase(client, auth, app, locale="en")
-    assert again["status"] == "completed", again
+    assert again["status"] == "completed", again  # nothing erased: no recipient to tell
+    assert not [t for t in again["tasks"] if t["action"] == "notify"]
     for planned in again["preview"]["stores"].values():
         assert planned["touched"] == 0, planned
         assert all(t["deleted"] == 0 and t["changed"] == 0 for t in planned["tables"].values())
@@ -177,6 +185,7 @@ def test_an_erasure_over_the_bound_waits_for_the_dpo_even_when_approval_is_autom
     assert client.post(f"/api/v1/requests/{request_id}/approve", headers=auth,
                        json={"allow_over_bound": True}).status_code == 202
     work_off(app)
+    tell_by_hand(app, client, auth, request_id)
     assert _detail(client, auth, request_id)["status"] == "completed"
     assert _portal_counts(store) != before
     store.dispose()
@@ -205,6 +214,7 @@ def test_at08_the_access_package_comes_before_the_erasure(own_stores, make_app):
     client.post(f"/api/v1/requests/{access['id']}/verify", headers=auth)
     client.post(f"/api/v1/requests/{erasure['id']}/verify", headers=auth)
     work_off(app)
+    tell_by_hand(app, client, auth, erasure["id"])
     first = _detail(client, auth, access["id"])
     second = _detail(client, auth, erasure["id"])
     assert first["status"] == "completed" and second["status"] == "completed", (first["status"], second["status"])
@@ -231,8 +241,9 @@ def test_at32_a_backup_restored_after_an_erasure_is_erased_again_by_the_replay(o
     store = make_engine(own_stores.store_url)
     before = _portal_counts(store)
     backup = _Backup(own_stores, tmp_path / "backup", backend.real)
-    request_id, detail = _erase(client, auth, app)
-    assert detail["status"] == "completed", detail
+    request_id, _ = _erase(client, auth, app)
+    tell_by_hand(app, client, auth, request_id)
+    assert _detail(client, auth, request_id)["status"] == "completed"
     erased, erased_media = _portal_counts(store), _media(own_stores)
     assert erased != before and erased_media != backup.media_files
     with app.extensions["dsr"].runtime.sessions() as session:
@@ -309,7 +320,9 @@ def test_at34_while_the_contract_runs_the_letter_explains_and_offers_termination
     before = _portal_counts(store)
     app = make_app(erasure_auto_approve=True)
     client, auth = app.test_client(), _dpo(app)
-    request_id, detail = _erase(client, auth, app, locale="en")
+    request_id, _ = _erase(client, auth, app, locale="en")
+    tell_by_hand(app, client, auth, request_id)
+    detail = _detail(client, auth, request_id)
     assert detail["status"] == "completed", detail
     preview = detail["preview"]
     assert preview["contract_ended"] is ended

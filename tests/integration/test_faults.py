@@ -42,7 +42,7 @@ from dsr.domain.accounts import create_api_token
 from dsr.domain.audit import verify_chain
 from dsr.models import Artifact, AuditEvent, Request, Role, Task, TaskStatus
 from tests.conftest import SECRET
-from tests.helpers import submit
+from tests.helpers import submit, tell_by_hand
 
 pytestmark = pytest.mark.xdist_group("faults")  # one xdist worker runs these in turn: each starts processes
 
@@ -538,6 +538,9 @@ def test_a_work_horse_killed_during_an_erasure_leaves_the_store_whole_and_the_re
         task = _until("the SQL store's erasure runs", lambda: office.running_task(request_id, "portal_db"), 90, 0.005)
         os.kill(int(task.runner.rsplit(" ", 1)[1]), signal.SIGKILL)
         killed = time.monotonic()
+        # The tests' map tells the recipients by hand (Art. 19): once the erasure is done, the office does.
+        _until("the notices wait for the office", lambda: _notices_waiting(office, request_id), BOUND, 0.1)
+        assert tell_by_hand(app, client, auth, request_id, run=False)
         _until("the request ends", lambda: office.ended(request_id), BOUND, 0.1)
         _figure("work horse killed during an erasure", time.monotonic() - killed)
         assert office.status(request_id) == "completed"
@@ -555,6 +558,15 @@ def test_a_work_horse_killed_during_an_erasure_leaves_the_store_whole_and_the_re
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def _notices_waiting(office: Office, request_id: str) -> bool:
+    """Every store's erasure has ended and every Art. 19 notice waits for a person."""
+    with office.engine.connect() as conn:
+        tasks = conn.execute(select(Task.action, Task.status).where(Task.request_id == uuid.UUID(request_id))).all()
+    notices = [status for action, status in tasks if action == "notify"]
+    ended = all(status in ("done", "failed") for action, status in tasks if action != "notify")
+    return bool(notices) and ended and all(status == "waiting" for status in notices)
 
 
 # --- the embedded default: one `dsr web` process, killed and started again ------------------------------------

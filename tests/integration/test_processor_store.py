@@ -36,7 +36,7 @@ from dsr.stores import ConnectorContext, Pending, StoreUnavailable, Subject
 from dsr.stores.processor import ProcessorConnector, encode, inbox_path, sign, subject_request_id
 from dsr.web import callbacks
 from dsr.web.app import create_app
-from tests.helpers import MAX, read_zip, submit
+from tests.helpers import MAX, read_zip, submit, tell_by_hand
 
 SECRET = "vonage-shared-secret-" + "v" * 32
 
@@ -276,7 +276,13 @@ def test_at31_an_erasure_request_waits_for_the_processors_signed_completion_and_
     sim.simulator.advance(reference, "completed")
     assert _completed_callbacks(sim)[-1][2] == 204
     _run(app)
+    # Vonage is told by its own erasure (notify via store); the other recipients by a person.
+    told = tell_by_hand(app, client, auth, request_id, run=False)
+    _run(app)
+    assert "vonage" not in told
     detail = _detail(app, request_id, auth)
+    notice = next(t for t in detail["tasks"] if t["action"] == "notify" and t["store"] == "vonage")
+    assert notice["status"] == "done"
     assert detail["status"] == "completed", [(t["store"], t["status"], t["error"]) for t in detail["tasks"]]
     vonage = _tasks(detail)["vonage"]
     assert vonage["counts"]["erasure"]["messages"]["deleted"] == 5 and vonage["counts"]["evidence"], vonage["counts"]
