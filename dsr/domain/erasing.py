@@ -329,6 +329,9 @@ def conclude(session: Session, request: Request, tasks: list[Task], datamap: Dat
         return request
     audit.record(session, "erasure.verified", actor=WORKER, request_id=request.id, at=now,
                  data={"kept": verified})
+    from dsr.domain import retention_register  # ER-05: what was kept, and from when it may be erased
+
+    retention_register.record(session, request, tasks, datamap, connector_for, now, timezone=timezone)
     outcome = _outcome(preview, tasks)
     from dsr.exports.confirmation import build_confirmation, confirmation_data
 
