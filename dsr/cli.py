@@ -1,4 +1,4 @@
-"""The ``dsr`` command: web, worker, sweeper, database, demo data, tokens, audit."""
+"""The ``dsr`` command: web, worker, sweeper, database, demo data, tokens, audit, retention."""
 
 from __future__ import annotations
 
@@ -319,7 +319,8 @@ def worker(burst: bool, simple: bool) -> None:
 @click.option("--once", is_flag=True, help="Sweep once and exit (for cron or a systemd timer).")
 def sweeper(interval: float | None, once: bool) -> None:
     """Send jobs that were committed but never reached the queue (it was down), hand work whose job died or
-    was lost to a new job (the watchdog), and delete expired exports."""
+    was lost to a new job (the watchdog), delete expired exports, and once a day erase retained records whose
+    deletion date has come (the retention register)."""
     from dsr import runtime as runtimes
     from dsr.queue import RqDispatcher, Sweeper, connect, make_queue
 
@@ -331,9 +332,49 @@ def sweeper(interval: float | None, once: bool) -> None:
                     interval if interval is not None else settings.sweep_seconds)
     if once:
         sent, recovered = sweep.sweep_once(), sweep.recover_once()
-        click.echo(f"{sent} job(s) sent, recovered: {recovered}, {sweep.purge_once()} expired export(s) purged")
+        click.echo(f"{sent} job(s) sent, recovered: {recovered}, {sweep.purge_once()} expired export(s) purged, "
+                   f"{sweep.retention_once().deleted} retained record(s) erased")
         return
     sweep.run()
+
+
+@main.group()
+def retention() -> None:
+    """The retention register (ER-05): records erasures kept, erased when their time has come."""
+
+
+@retention.command("run")
+@click.option("--today", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="Erase what is due by this day (YYYY-MM-DD) [default: today in DSR_TIMEZONE].")
+@click.option("--dry-run", is_flag=True, help="Count what would be erased; change nothing.")
+def retention_run(today: datetime | None, dry_run: bool) -> None:
+    """Erase the kept records whose deletion date has come (the sweeper does this once a day); exit 1
+    when a store failed (its entries stay kept for the next run)."""
+    from zoneinfo import ZoneInfo
+
+    from dsr.domain.retention_register import run_due
+
+    rt = _runtime()
+    try:
+        day = today.date() if today is not None else datetime.now(ZoneInfo(rt.settings.timezone)).date()
+        report = run_due(rt.sessions, rt.datamap, rt.connector, day, dry_run=dry_run)
+    finally:
+        rt.close()
+    verb = "would erase" if dry_run else "erased"
+    for done in report.erased:
+        follows = " (with the records they belong to)" if done["follows"] else ""
+        click.echo(f"{done['reference']} {done['store']}.{done['table']}: {verb} {done['deleted']} record(s), "
+                   f"{done['entries']} due entr{'y' if done['entries'] == 1 else 'ies'}{follows}")
+    for skipped in report.skipped:
+        click.echo(f"{skipped['reference']} {skipped['store']}.{skipped['table']}: {skipped['records']} record(s) "
+                   f"kept: {skipped['reason']}", err=True)
+    for failed in report.failed:
+        click.echo(f"{failed['reference']} store {failed['store']} failed, its entries stay kept: {failed['error']}",
+                   err=True)
+    click.echo(f"retention run for {day.isoformat()}: {report.deleted} record(s) {verb} in {len(report.erased)} "
+               f"table(s), {len(report.failed)} store(s) failed")
+    if report.failed:
+        raise SystemExit(1)
 
 
 @main.command()

@@ -9,9 +9,10 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import redis
 from redis.backoff import NoBackoff
@@ -28,6 +29,7 @@ from dsr.outbox import JobSpec
 
 if TYPE_CHECKING:
     from dsr.domain.recovery import Recovered
+    from dsr.domain.retention_register import RunReport
 
 log = logging.getLogger(__name__)
 
@@ -243,11 +245,13 @@ class EmbeddedWorker:
 class Sweeper:
     """Every ``interval`` seconds, send outbox jobs that were not sent after their commit.
 
-    Runs outside the queue on purpose: it exists for the moments the queue is unreachable.
+    Runs outside the queue on purpose: it exists for the moments the queue is unreachable. Once a day
+    (the first sweep of each day in DSR_TIMEZONE) it also runs the retention register's erasures.
     """
 
     def __init__(self, runtime: runtimes.Runtime, interval: float) -> None:
         self.runtime, self.interval = runtime, interval
+        self._retention_day: date | None = None  # the day the retention run last ran to its end
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self.run, name="dsr-sweeper", daemon=True)
 
@@ -272,12 +276,22 @@ class Sweeper:
 
         return purge_expired(self.runtime.sessions, self.runtime.storage)
 
+    def retention_once(self, today: date | None = None) -> RunReport:
+        """The retention register's run: erase the kept records whose date has come (ER-05, AT-33)."""
+        from dsr.domain.retention_register import run_due
+
+        rt = self.runtime
+        return run_due(rt.sessions, rt.datamap, rt.connector, today or self._today())
+
+    def _today(self) -> date:
+        return datetime.now(ZoneInfo(self.runtime.settings.timezone)).date()
+
     def run(self) -> None:
         while not self._stop.wait(self.interval):
             # Each duty on its own: Redis being away stops sending and recovery, not the purge of
-            # expired exports (which needs only the database and the disk).
+            # expired exports nor the retention run (which need only the database, the disk, the stores).
             for name, duty in (("sending the outbox", self._send), ("recovery", self.recover_once),
-                               ("purging expired exports", self._purge)):
+                               ("purging expired exports", self._purge), ("the retention run", self._retention)):
                 try:
                     duty()
                 except Exception:
@@ -292,6 +306,23 @@ class Sweeper:
         purged = self.purge_once()
         if purged:
             log.info("sweeper purged %d expired export(s)", purged)
+
+    def _retention(self) -> None:
+        """Once a day: a run that fails as a whole (the database away) is tried again at the next sweep;
+        a store that fails within it waits for tomorrow's run (the report names it)."""
+        today = self._today()
+        if self._retention_day == today:
+            return
+        report = self.retention_once(today)
+        self._retention_day = today
+        if report.erased:
+            log.info("retention run: %d record(s) erased in %d table(s)", report.deleted, len(report.erased))
+        for failed in report.failed:
+            log.error("retention run: store %s failed, its entries stay kept until the next run: %s",
+                      failed["store"], failed["error"])
+        for skipped in report.skipped:
+            log.warning("retention run: %s %s.%s: %s", skipped["reference"], skipped["store"], skipped["table"],
+                        skipped["reason"])
 
     def start(self) -> None:
         self.thread.start()

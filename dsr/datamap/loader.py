@@ -13,6 +13,7 @@ import yaml
 from marshmallow import ValidationError
 
 from dsr.datamap.model import (
+    DATED_ANCHORS,
     VARIABLE,
     Authority,
     Case,
@@ -153,7 +154,7 @@ def _contract(c: dict[str, Any] | None) -> Contract | None:
 
 def _erasure(e: dict[str, Any] | None) -> Erasure | None:
     return None if e is None else Erasure(e["method"], tuple(e["fields_"]), e["reason"], e["until"],
-                                      dict(e["replacements"]))
+                                      dict(e["replacements"]), e["dated_by"])
 
 
 def _cross_check(m: DataMap) -> Iterator[tuple[str, str]]:
@@ -210,6 +211,21 @@ def _cross_check(m: DataMap) -> Iterator[tuple[str, str]]:
                            f"unknown table {rule.names_from.split('.')[0]!r} (it must be a table of this store)")
             if table.erasure and table.erasure.until and table.erasure.until not in m.retention:
                 yield f"{tbase}.erasure.until", f"unknown retention rule {table.erasure.until!r}"
+            if table.erasure and table.erasure.dated_by:
+                yield from _dated_by(m, tbase, table)
+
+
+def _dated_by(m: DataMap, tbase: str, table: Table) -> Iterator[tuple[str, str]]:
+    """``erasure: dated_by`` names one of the table's fields, under a rule a record's date can start."""
+    assert table.erasure is not None and table.erasure.dated_by
+    column, rule = table.erasure.dated_by, m.retention.get(table.erasure.until or "")
+    if column not in table.fields:
+        yield f"{tbase}.erasure.dated_by", f"table {table.name} lists no field {column!r} (dated_by must be one of " \
+                                           "its fields)"
+    elif rule is not None and rule.anchor not in DATED_ANCHORS:
+        yield (f"{tbase}.erasure.dated_by",
+               f"retention rule {rule.id!r} counts from {rule.anchor or 'no anchor'}, which no date in a record "
+               f"tells; dated_by is for rules anchored at {', '.join(sorted(DATED_ANCHORS))}")
 
 
 _PASSWORD_IN_URL = re.compile(r"://[^/@:]*:(?P<password>[^@/]+)@")

@@ -74,6 +74,13 @@ class Purpose:
     legitimate_interest: Localized | None = None
 
 
+# Anchors a record's own date decides (``erasure: dated_by``): the end of its calendar year, or the day
+# itself (collected, invoice sent, ticket closed, flag cleared; a consent's end, to the end of that year).
+# Any other anchor (``contract_end``, a customer's setting, ...) is not known from a date in the record.
+DATED_ANCHORS = frozenset({"eoy", "collection", "invoice_dispatch", "ticket_closure", "consent_end_eoy",
+                           "flag_cleared"})
+
+
 @dataclass(frozen=True)
 class RetentionRule:
     id: str
@@ -172,6 +179,9 @@ class Erasure:
     reason: Localized | None = None
     until: str | None = None
     replacements: Mapping[str, Any] = field(default_factory=dict)  # column -> value written instead of NULL
+    # method retain: the column with the date the rule's anchor counts from (an invoice's date, a call's
+    # start), so the retention register knows when each kept record may be erased. None: undated.
+    dated_by: str | None = None
 
 
 @dataclass(frozen=True)

@@ -194,9 +194,15 @@ class ErasureSchema(_Strict):
     until = fields.String(load_default=None, validate=NAME)  # retention rule that ends the retention
     # column -> the value written instead of NULL (a NOT NULL column of a store kept as it is)
     replacements = fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True), load_default=dict)
+    # method retain: the column holding the date the rule's anchor counts from (the retention register's
+    # deletion date per record); the loader checks it is one of the table's fields.
+    dated_by = fields.String(load_default=None, validate=validate.Length(min=1))
 
     @validates_schema
     def _consistent(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("dated_by") and data["method"] != "retain":
+            raise ValidationError("dated_by is for method retain: it dates the records kept until the rule in "
+                                  "until ends", "dated_by")
         if data["method"] in ("null", "pseudonymise") and not data["fields_"]:
             raise ValidationError(f"method {data['method']} needs the fields it changes", "fields")
         if data["replacements"] and data["method"] != "null":

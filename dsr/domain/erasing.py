@@ -302,8 +302,10 @@ def conclude(session: Session, request: Request, tasks: list[Task], datamap: Dat
         check = connector_for(task.store).preview(Subject(identities, case_id=str(request.id)), plan)
         erased = task.counts.get("erasure") or {}
         left = {t: c.deleted + c.changed for t, c in check.tables.items() if c.deleted + c.changed}
+        # The subject's kept records must be the ones counted, except data that is not the subject's
+        # (our staff, reached through notes the erasure deleted: fewer of them are linked to the subject).
         moved = {t: c.retained for t, c in check.tables.items()
-                 if c.retained != int((erased.get(t) or {}).get("retained", 0))}
+                 if c.retained != int((erased.get(t) or {}).get("retained", 0)) and not _not_theirs(datamap, task, t)}
         if left or moved:
             remaining[task.store] = {"erasable": left, "kept_changed": moved}
         verified[task.store] = sum(c.retained for c in check.tables.values())
@@ -317,6 +319,9 @@ def conclude(session: Session, request: Request, tasks: list[Task], datamap: Dat
                  data={"kept": verified})
     if suppression_key is not None:
         suppression.record(session, request, tasks, suppression_key, now=now)
+    from dsr.domain import retention_register  # ER-05: what was kept, and from when it may be erased
+
+    retention_register.record(session, request, tasks, datamap, connector_for, now, timezone=timezone)
     outcome = {**_outcome(preview, tasks), "recipients": told}
     from dsr.exports.confirmation import build_confirmation, confirmation_data
 
@@ -345,6 +350,12 @@ def conclude(session: Session, request: Request, tasks: list[Task], datamap: Dat
     audit.record(session, "request.completed", actor=WORKER, request_id=request.id, at=now, data=totals)
     shutil.rmtree(work_dir, ignore_errors=True)
     return request
+
+
+def _not_theirs(datamap: DataMap, task: Task, table: str) -> bool:
+    store = datamap.stores.get(task.store)
+    spec = store.tables.get(table) if store else None
+    return spec is not None and datamap.categories[spec.category].erasure == "not_applicable"
 
 
 def _outcome(preview: Mapping[str, Any], tasks: list[Task]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from dsr.models.audit import AuditEvent, AuditHead
 from dsr.models.base import Base, utcnow
 from dsr.models.outbox import OutboxJob
 from dsr.models.request import ReferenceCounter, Request, RequestStatus, RequestType
+from dsr.models.retention import RetentionEntry, RetentionStatus
 from dsr.models.suppression import Suppression
 from dsr.models.task import Task, TaskAction, TaskStatus
 from dsr.models.user import ApiToken, Role, User
@@ -20,6 +21,8 @@ __all__ = [
     "Request",
     "RequestStatus",
     "RequestType",
+    "RetentionEntry",
+    "RetentionStatus",
     "Role",
     "Suppression",
     "Task",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, Literal, Protocol
 
@@ -118,11 +118,17 @@ ErasureMethod = Literal["delete", "null", "retain"]
 @dataclass(frozen=True)
 class TableErasure:
     """What to do with the subject's records of one table. ``null``: set ``fields`` to NULL, or to the
-    value ``replacements`` names (a NOT NULL column); ``retain``: keep them and count them."""
+    value ``replacements`` names (a NOT NULL column); ``retain``: keep them and count them.
+
+    ``before`` (column, day): only the records whose date in that column falls before the day (in the
+    store's time zone; a record without a date never does), the retention register's run. The records of
+    other tables that belong to the subject through these (invoice lines through their invoice) are then
+    only those of these records. A connector that cannot bound an erasure by date raises NotSupported."""
 
     method: ErasureMethod
     fields: tuple[str, ...] = ()
     replacements: Mapping[str, Any] = field(default_factory=dict)
+    before: tuple[str, date] | None = None
 
 
 @dataclass(frozen=True)
@@ -189,6 +195,7 @@ class _Options(Schema):
 class Connector:
     type_name: ClassVar[str]
     looks_up_names: ClassVar[bool] = False  # whether ``names`` works (mask: names)
+    dates_records: ClassVar[bool] = False  # whether ``retained`` and a dated erasure (``before``) work
     connection_schema: ClassVar[type[Schema]] = _Options
     identity_schema: ClassVar[type[Schema]] = _Options
     table_schema: ClassVar[type[Schema]] = _Options
@@ -218,6 +225,10 @@ class Connector:
                 problems += [(f"{base}.tables.{name}.fields.{column}.names_from",
                               f"a {cls.type_name} store cannot look up names; mask: names is for sql stores")
                              for column, rule in table.fields.items() if rule.names_from]
+            if not cls.dates_records and table.erasure is not None and table.erasure.dated_by:
+                problems.append((f"{base}.tables.{name}.erasure.dated_by",
+                                 f"a {cls.type_name} store cannot date the records it keeps; dated_by is for sql "
+                                 "stores"))
         return problems
 
     @classmethod
@@ -246,6 +257,18 @@ class Connector:
         changing anything when more than ``bound`` records would be deleted or changed."""
         raise NotSupported(f"{self.type_name} cannot erase")
 
+    def retained(self, subject: Subject, table: str, column: str) -> list[tuple[date | None, int]]:
+        """The subject's records of ``table`` counted per day of ``column`` (in the store's time zone),
+        oldest first; records without a date last, as (None, count). For the retention register: counts
+        and days only, never a value."""
+        raise NotSupported(f"{self.type_name} stores cannot date the records they keep")
+
+    def parts_of(self, table: str) -> list[str]:
+        """The tables whose records belong to the subject only through ``table``'s (invoice lines through
+        their invoice): an erasure bounded to some of ``table``'s records (``before``) can take theirs
+        along. Default: none."""
+        return []
+
     def values(self, subject: Subject, table: str, column: str) -> list[Any]:
         """The distinct values of ``column`` in the subject's records of ``table`` (the status of the
         subject's contract, data map ``contract:``)."""
@@ -268,6 +291,15 @@ class Connector:
 
     def close(self) -> None:
         """Release connections; called when the worker shuts down."""
+
+
+def refuse_dated(store: str, plan: Mapping[str, TableErasure]) -> None:
+    """For connectors that cannot bound an erasure by date: a plan with ``before`` is not carried out
+    (it would erase every record of the table, not only those whose time has come)."""
+    dated = sorted(name for name, step in plan.items() if step.before is not None)
+    if dated:
+        raise NotSupported(f"store {store}: cannot erase only the records dated before a day "
+                           f"({', '.join(dated)}); a person erases them when their time comes")
 
 
 def _check(schema: type[Schema], data: Mapping[str, Any], path: str) -> list[tuple[str, str]]:

@@ -54,6 +54,7 @@ from dsr.stores.base import (
     TableErasure,
     TableSink,
     TooMany,
+    refuse_dated,
     register,
 )
 from dsr.stores.sql import ErasurePlanError, SqlConnector, column_kind
@@ -575,6 +576,7 @@ class FilesConnector(Connector):
         return self._erasure(subject, plan, bound=bound, apply=True)
 
     def _check_plan(self, plan: Mapping[str, TableErasure]) -> None:
+        refuse_dated(self.store.name, plan)
         for name, step in plan.items():
             if name not in self.tables:
                 raise ErasurePlanError(f"store {self.store.name}: no table {name!r} in the data map")

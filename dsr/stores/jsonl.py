@@ -62,6 +62,7 @@ from dsr.stores.base import (
     TableSink,
     TableWriter,
     TooMany,
+    refuse_dated,
     register,
 )
 
@@ -757,6 +758,7 @@ class JsonlConnector(Connector):
         unknown = sorted(set(plan) - {self.table_name})
         if unknown:
             raise ValueError(f"store {self.store.name} has no table {', '.join(unknown)} (only {self.table_name})")
+        refuse_dated(self.store.name, plan)  # a line's retain keeps it whole; a dated erasure is a person's
         result = ErasureResult()
         todo = plan.get(self.table_name)
         if todo is None:

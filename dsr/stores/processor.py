@@ -83,6 +83,7 @@ from dsr.stores.base import (
     Subject,
     TableErasure,
     TableSink,
+    refuse_dated,
     register,
 )
 
@@ -511,6 +512,7 @@ class ProcessorConnector(Connector):
         unknown = [name for name in plan if name not in self.store.tables]
         if unknown:
             raise ValueError(f"store {self.store.name}: no table {', '.join(map(repr, unknown))} in the data map")
+        refuse_dated(self.store.name, plan)
         methods = {name: plan[name].method if name in plan else "retain" for name in self.store.tables}
         if all(method == "retain" for method in methods.values()):
             return False

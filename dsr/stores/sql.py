@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import date, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -126,6 +126,7 @@ class SqlConnector(Connector):
     identity_schema = _Identity
     table_schema = _TableOptions
     looks_up_names = True
+    dates_records = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -254,8 +255,11 @@ class SqlConnector(Connector):
             found["email"] = found["email"].lower()
         return found
 
-    def membership(self, table: str, subject: Subject) -> ColumnElement[bool]:
-        """The condition that a row of ``table`` belongs to the subject."""
+    def membership(self, table: str, subject: Subject,
+                   bounds: Mapping[str, ColumnElement[bool]] | None = None) -> ColumnElement[bool]:
+        """The condition that a row of ``table`` belongs to the subject. ``bounds``: table -> a condition its
+        rows must also meet (a dated erasure's ``before``); rows belonging through a bounded table's rows
+        are then only those of the rows that meet it."""
         tables = self._reflect()
         t = tables[table]
         conditions: list[ColumnElement[bool]] = []
@@ -267,8 +271,10 @@ class SqlConnector(Connector):
                 conditions.append(left == subject.identities[kind])
         for column, other, other_column in _references(self.store.tables[table].options):
             o = tables[other]
-            conditions.append(t.c[column].in_(select(o.c[other_column]).where(self.membership(other, subject))))
-        return or_(*conditions) if conditions else false()
+            conditions.append(t.c[column].in_(select(o.c[other_column]).where(self.membership(other, subject,
+                                                                                               bounds))))
+        where = or_(*conditions) if conditions else false()
+        return and_(where, bounds[table]) if bounds and table in bounds else where
 
     def collect(self, subject: Subject, sink: TableSink, progress: Progress | None = None) -> CollectResult:
         try:
@@ -413,6 +419,66 @@ class SqlConnector(Connector):
             self.close()
             raise StoreUnavailable(f"store {self.store.name}: {exc.orig or exc}") from exc
 
+    # --- the retention register ---------------------------------------------------------------
+    def retained(self, subject: Subject, table: str, column: str) -> list[tuple[date | None, int]]:
+        """The subject's records of ``table`` per day of ``column`` in the store's zone: one GROUP BY."""
+        try:
+            t = self._reflect()[table]
+            if column not in t.c:
+                raise ErasurePlanError(f"store {self.store.name}: table {table} has no column {column!r}")
+            days = select(self._day(t.c[column]).label("day")).where(self.membership(table, subject)).subquery()
+            stmt = select(days.c.day, func.count()).group_by(days.c.day)
+            with self.engine.connect() as conn:
+                rows = conn.execute(stmt).all()
+        except OperationalError as exc:
+            self.close()
+            raise StoreUnavailable(f"store {self.store.name}: {exc.orig or exc}") from exc
+        counted = [(_as_day(day), int(n)) for day, n in rows]
+        return sorted(counted, key=lambda r: (r[0] is None, r[0] or date.min))
+
+    def parts_of(self, table: str) -> list[str]:
+        """Tables every reference of which leads to ``table`` (directly, or through such tables)."""
+        refs = {name: {other for _c, other, _oc in _references(t.options)} for name, t in self.store.tables.items()}
+        roots = {ident["table"] for ident in self.store.identities.values()}
+        parts: list[str] = []
+        grown = True
+        while grown:
+            grown = False
+            for name, targets in refs.items():
+                if name != table and name not in parts and name not in roots and targets \
+                        and targets <= {table, *parts}:
+                    parts.append(name)
+                    grown = True
+        return parts
+
+    def _day(self, column: Any) -> ColumnElement[Any]:
+        """A date or time column's day in the store's zone. SQLite keeps times as text in the store's zone
+        (``date()`` reads its ISO forms); PostgreSQL converts a time with zone into the store's zone."""
+        dialect = self.engine.dialect.name
+        if dialect == "sqlite":
+            return func.date(column)
+        if isinstance(column.type, DateTime) and getattr(column.type, "timezone", False) and dialect == "postgresql":
+            return cast(func.timezone(self._stored_zone, column), Date)
+        if isinstance(column.type, Date) and not isinstance(column.type, DateTime):
+            return column
+        return cast(column, Date)
+
+    def _before(self, table: str, t: Table, bound: tuple[str, date]) -> ColumnElement[bool]:
+        """The rows whose day of the column is before the day (a row without a date never is)."""
+        name, day = bound
+        column = t.c[name]
+        if self.engine.dialect.name == "sqlite":
+            return func.date(column) < day.isoformat()  # the same reading as ``retained``
+        if isinstance(column.type, DateTime):
+            start = datetime.combine(day, time())
+            if getattr(column.type, "timezone", False):
+                return column < start.replace(tzinfo=ZoneInfo(self._stored_zone))
+            return column < start
+        if isinstance(column.type, Date):
+            return column < day
+        raise ErasurePlanError(f"store {self.store.name}: table {table}: column {name} holds no date or time "
+                               f"({column.type}); it cannot bound an erasure")
+
     # --- erasure -------------------------------------------------------------------------------
     def preview(self, subject: Subject, plan: Mapping[str, TableErasure]) -> ErasureResult:
         return self._erasure(subject, plan, bound=None, apply=False)
@@ -481,6 +547,8 @@ class SqlConnector(Connector):
                 raise ErasurePlanError(f"store {self.store.name}: no table {name!r} in the data map")
             if step.method not in ("delete", "null", "retain"):
                 raise ErasurePlanError(f"store {self.store.name}: table {name}: unknown method {step.method!r}")
+            if step.before is not None and step.before[0] not in tables[name].c:
+                raise ErasurePlanError(f"store {self.store.name}: table {name} has no column {step.before[0]!r}")
             if step.method != "null":
                 continue
             if not step.fields:
@@ -500,7 +568,9 @@ class SqlConnector(Connector):
 
     def _erase_in(self, conn: Any, subject: Subject, plan: Mapping[str, TableErasure], order: list[str],
                   tables: Mapping[str, Table], bound: int | None, apply: bool) -> ErasureResult:
-        wheres = {name: self.membership(name, subject) for name in order}
+        bounds = {name: self._before(name, tables[name], step.before) for name, step in plan.items()
+                  if step.before is not None}
+        wheres = {name: self.membership(name, subject, bounds) for name in order}
         # Every count before any change: a parent's membership is intact, and the bound is checked
         # before the first statement.
         counts: dict[str, ErasureCount] = {}
@@ -662,6 +732,15 @@ def _precedes(before: Mapping[str, set[str]], first: str, then: str) -> bool:
 
 def _count(conn: Any, t: FromClause, where: ColumnElement[bool]) -> int:
     return int(conn.execute(select(func.count()).select_from(t).where(where)).scalar_one())
+
+
+def _as_day(value: Any) -> date | None:
+    """A day as the database returns it: a date, a datetime (a driver's DATE as TIMESTAMP), or ISO text."""
+    if value is None or (isinstance(value, date) and not isinstance(value, datetime)):
+        return value
+    if isinstance(value, datetime):
+        return value.date()
+    return date.fromisoformat(str(value)[:10])
 
 
 def _differs(t: Table, step: TableErasure) -> ColumnElement[bool]:

@@ -11,7 +11,7 @@ from flask import Response, current_app, stream_with_context
 from flask.views import MethodView
 from flask_smorest import abort
 
-from dsr.domain import audit, delivery, erasing, fulfilment, intake, planning
+from dsr.domain import audit, delivery, erasing, fulfilment, intake, planning, retention_register
 from dsr.domain.errors import DomainError, InvalidTransition, NotFound
 from dsr.domain.findings import findings
 from dsr.exports.protected_zip import PasswordUnreadable
@@ -108,11 +108,12 @@ class RequestDetail(MethodView):
     @blp.alt_response(401, description=UNAUTHORIZED)
     @blp.alt_response(404, description=NO_REQUEST)
     def get(self, request_id: uuid.UUID) -> dict[str, Any]:
-        """A request with its status, tasks and timeline (audit events)."""
+        """A request with its status, tasks and timeline (audit events); an erasure's retention register entries."""
         with runtime().sessions() as session:
             request = _get(session, request_id)
             return {**_as_dict(request), "preview": _public(request.preview),
                     "tasks": list(request.tasks), "findings": findings(request.tasks),
+                    "retained": retention_register.entries_for(session, request.id),
                     "delivery": delivery.describe(session, request),
                     "timeline": audit.events_for(session, request.id)}
 

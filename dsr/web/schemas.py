@@ -155,6 +155,24 @@ class FindingSchema(Schema):
     message = fields.String()
 
 
+class RetainedSchema(Schema):
+    store = fields.String()
+    table = fields.String()
+    category = fields.String()
+    rule = fields.String(metadata={"description": "The data map's retention rule that keeps the records."})
+    provision = fields.String(allow_none=True, metadata={"description": "The law that keeps them, e.g. § 147 AO."})
+    records = fields.Integer(metadata={"description": "How many of the subject's records (a count, never values)."})
+    kept_since = fields.Date(metadata={"description": "The day of the erasure that kept them."})
+    erasable_on = fields.Date(allow_none=True, metadata={
+        "description": "The first day they may be erased (kept through the day before); the daily retention run "
+                       "erases them then. Null: not known yet (kept for the running contract, records without a "
+                       "date, a rule without a duration): a person decides."})
+    status = fields.String(metadata={"description": "kept (restricted, waiting for its date); erased (by the "
+                                                    "retention run or a later erasure); superseded (a later "
+                                                    "erasure of the subject kept them again and holds the count)."})
+    erased_at = fields.AwareDateTime(allow_none=True)
+
+
 class EventSchema(Schema):
     seq = fields.Integer()
     at = fields.AwareDateTime()
@@ -192,6 +210,9 @@ class RequestSchema(Schema):
                        "records found, deleted, changed and retained, why records are kept, the provision and "
                        "the retention rule whose end frees them. Once done, ``outcome`` holds what each store "
                        "did. Counts only, never the subject's data."})
+    retained = fields.List(fields.Nested(RetainedSchema), metadata={
+        "description": "An erasure's retention register (ER-05): what it kept under a retention duty, per store, "
+                       "table and deletion date. Empty for other requests and before the erasure is checked."})
     timeline = fields.List(fields.Nested(EventSchema))
 
 

@@ -31,7 +31,7 @@ from dsr.models import Artifact, AuditHead, Base, OutboxJob, Request, RequestTyp
 from tests.conftest import PG_URL
 
 TABLES = {"requests", "tasks", "artifacts", "audit_events", "audit_head", "outbox", "users", "api_tokens",
-          "reference_counters", "suppressions"}
+          "reference_counters", "suppressions", "retention_register"}
 BERLIN = ZoneInfo("Europe/Berlin")
 DETAILS = {
     "message": "Bitte alle Daten zu meiner Person – inkl. Zahlungsdaten. Grüße aus Köln, Jürgen Weiß",

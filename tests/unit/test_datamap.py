@@ -132,6 +132,19 @@ BROKEN = [
                                                                        "replacements": {"email": "x"}}),
                  "stores.portal_db.tables.invited_users.erasure.replacements", "not among the fields changed: email",
                  ("replacements", "erasure"), id="replacement-of-a-column-not-changed"),
+    pytest.param(lambda d: _tables(d)["invited_users"].update(erasure={"method": "delete", "dated_by": "invited_at"}),
+                 "stores.portal_db.tables.invited_users.erasure.dated_by", "dated_by is for method retain",
+                 ("dated_by", "erasure"), id="dated-by-without-retain"),
+    pytest.param(lambda d: _tables(d)["invoices"]["erasure"].update(dated_by="issued"),
+                 "stores.portal_db.tables.invoices.erasure.dated_by", "table invoices lists no field 'issued'",
+                 ("dated_by", "erasure"), id="dated-by-a-column-not-listed"),
+    pytest.param(lambda d: _tables(d)["accounts"]["erasure"].update(dated_by="created_at"),
+                 "stores.portal_db.tables.accounts.erasure.dated_by",
+                 "retention rule 'contract_plus_30d' counts from contract_end, which no date in a record tells",
+                 ("dated_by", "erasure"), id="dated-by-under-a-contract-rule"),
+    pytest.param(lambda d: d["stores"]["web_logs"]["tables"]["requests"]["erasure"].update(dated_by="time"),
+                 "stores.web_logs.tables.requests.erasure.dated_by", "a jsonl store cannot date the records it keeps",
+                 ("dated_by", "erasure"), id="dated-by-in-a-log-store"),
 ]
 
 
