@@ -37,7 +37,18 @@ from dsr.domain.fulfilment import WORKER, _fail, _rowcount, _wait, claim, may_st
 from dsr.domain.leases import DEFAULT_LEASE, Lease
 from dsr.domain.packaging import Storage
 from dsr.exports.sealed import seal
-from dsr.models import Artifact, Request, RequestStatus, RequestType, Task, TaskAction, TaskStatus, utcnow
+from dsr.models import (
+    Artifact,
+    Request,
+    RequestStatus,
+    RequestType,
+    RetentionEntry,
+    RetentionStatus,
+    Task,
+    TaskAction,
+    TaskStatus,
+    utcnow,
+)
 from dsr.outbox import schedule
 from dsr.stores import Connector, NotSupported, Pending, Refused, StoreUnavailable, Subject
 from dsr.stores.base import ErasureResult, TableErasure, TooMany, connector_class
@@ -323,6 +334,7 @@ def conclude(session: Session, request: Request, tasks: list[Task], datamap: Dat
 
     retention_register.record(session, request, tasks, datamap, connector_for, now, timezone=timezone)
     outcome = {**_outcome(preview, tasks), "recipients": told}
+    _dates(session, request, outcome)
     from dsr.exports.confirmation import build_confirmation, confirmation_data
 
     facts = {"reference": request.reference, "received_at": request.received_at, "legal_end": request.legal_end,
@@ -350,6 +362,17 @@ def conclude(session: Session, request: Request, tasks: list[Task], datamap: Dat
     audit.record(session, "request.completed", actor=WORKER, request_id=request.id, at=now, data=totals)
     shutil.rmtree(work_dir, ignore_errors=True)
     return request
+
+
+def _dates(session: Session, request: Request, outcome: dict[str, Any]) -> None:
+    """The register's deletion days of each kept table, for the letter (AT-30): ``erasable`` [(day, records)]."""
+    entries = session.execute(select(RetentionEntry).where(
+        RetentionEntry.request_id == request.id, RetentionEntry.status == RetentionStatus.KEPT.value,
+        RetentionEntry.erasable_on.is_not(None))).scalars()
+    for e in entries:
+        table = ((outcome["stores"].get(e.store) or {}).get("tables") or {}).get(e.table_name)
+        if table is not None and e.erasable_on is not None:
+            table.setdefault("erasable", []).append([e.erasable_on.isoformat(), e.records])
 
 
 def _not_theirs(datamap: DataMap, task: Task, table: str) -> bool:

@@ -76,6 +76,9 @@ class Kept:
     restricted: bool
     # Needed while the subject's contract runs (erasure policy after_contract, contract not ended).
     contract: bool
+    # When the retention register erases them: (day, records), earliest first; empty where the day is
+    # not known yet (the contract's end, a person's decision).
+    erasable: tuple[tuple[date, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -209,6 +212,9 @@ def confirmation_data(datamap: DataMap, request: Mapping[str, Any], outcome: Map
                     "restricted": category is not None and category.erasure != NOT_APPLICABLE and not contract})
                 k["records"] += retained
                 k["systems"].append(label)
+                for day, records in counts.get("erasable") or ():
+                    dates = k.setdefault("erasable", {})
+                    dates[date.fromisoformat(str(day))] = dates.get(date.fromisoformat(str(day)), 0) + int(records)
                 if cid:
                     concerned.append(cid)
     rank = {c: n for n, c in enumerate(datamap.categories)}
@@ -225,7 +231,8 @@ def confirmation_data(datamap: DataMap, request: Mapping[str, Any], outcome: Map
         erased=tuple(Erased(e["title"], e["deleted"], e["changed"], _unique(e["systems"]))
                      for e in (erased[k] for k in erased_order)),
         kept=tuple(Kept(k["title"], k["records"], k["reason"], k["provision"], k["until"], _unique(k["systems"]),
-                        k["restricted"], k["contract"]) for k in (kept[key] for key in kept_order)),
+                        k["restricted"], k["contract"], tuple(sorted((k.get("erasable") or {}).items())))
+                   for k in (kept[key] for key in kept_order)),
         pending=_unique(pending),
         searched=_unique(store_label(datamap.stores.get(n), n, loc) for n in names),
         recipients=_unique(datamap.recipients[str(r.get("id"))].name for r in outcome.get("recipients") or ()

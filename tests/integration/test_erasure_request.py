@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import subprocess
 from collections import Counter
@@ -122,6 +123,11 @@ def test_erasing_max_removes_what_is_erasable_keeps_what_the_law_keeps_and_leave
     assert [a["kind"] for a in artifacts] == ["confirmation"]
     letter = _pdf_text(client.get(artifacts[0]["download_url"].replace("http://localhost", "")).data)
     assert "Löschung" in letter and "Rechnungen" in letter and "147" in letter
+    # AT-30: the kept invoices' deletion day from the retention register (8 years after the end of the
+    # invoice year: the demo's invoices are from the last two years, so not before 2030).
+    invoices = letter[letter.index("Rechnungen und Buchungen"):][:600]
+    day = re.search(r"Gelöscht am 1\. Januar (20\d\d) \((\d+) Datens", invoices)
+    assert day and int(day.group(1)) >= 2030 and int(day.group(2)) == tables["invoices"]["retained"], invoices
     assert "Vonage B.V." in letter and "Amazon Web Services EMEA SARL" in letter  # the recipients told
     assert "portal-demo" not in letter and str(own_stores.media) not in letter
 
