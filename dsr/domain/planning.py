@@ -62,9 +62,10 @@ def rerun(session: Session, request: Request, task: Task, *, actor: str, now: da
     if request.status not in (RequestStatus.FAILED, RequestStatus.IN_PROGRESS):
         raise InvalidTransition(f"request {request.reference} is {request.status}")
     task.status, task.error, task.finished_at = TaskStatus.QUEUED.value, None, None
-    # Someone mended the cause: the count of attempts that died starts afresh, and so does a notice's
-    # deadline (its recipient is to be told now, and the office gets the whole period again).
-    dropped = ("abandoned", "waiting_since") if task.action == TaskAction.NOTIFY else ("abandoned",)
+    # Someone mended the cause: the count of attempts that died starts afresh, and so does the period a
+    # waiting task may wait (a processor or a recipient missed its deadline: the office gives it another),
+    # or the rerun would fail at once for the deadline that made it fail.
+    dropped = ("abandoned", "waiting_since")
     task.checkpoint = {k: v for k, v in (task.checkpoint or {}).items() if k not in dropped} or None
     request.status = RequestStatus.IN_PROGRESS.value
     request.version += 1

@@ -395,6 +395,12 @@ def test_a_processor_that_misses_its_deadline_fails_the_task(make_app, sim):
     failed = [e for e in detail["timeline"] if e["action"] == "task.failed"]
     assert [e["data"]["error"] for e in failed] == ["deadline"]
 
+    # The office runs it again: the processor gets another whole period, not a failure for the old one.
+    answer = app.test_client().post(f"/api/v1/requests/{request_id}/tasks/{vonage['id']}/rerun", headers=auth)
+    assert answer.status_code == 202
+    _run(app)
+    assert _tasks(_detail(app, request_id, auth))["vonage"]["status"] == "waiting"
+
 
 def test_a_webhook_recipient_answers_by_signed_callback_with_the_results_inline(make_app, sim, live, tmp_path):
     app = make_app(sim.webhook_url, base_url=live.url, protocol="webhook")
