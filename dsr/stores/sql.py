@@ -571,11 +571,14 @@ class SqlConnector(Connector):
         bounds = {name: self._before(name, tables[name], step.before) for name, step in plan.items()
                   if step.before is not None}
         wheres = {name: self.membership(name, subject, bounds) for name in order}
-        # Every count before any change: a parent's membership is intact, and the bound is checked
-        # before the first statement.
+        # The counts come before any change (a parent's membership is intact). A preview counts every
+        # table; an erasure counts only what it keeps or empties and takes the deleted records' count from
+        # each DELETE: one statement per table. Past the bound, the store's transaction is rolled back.
         counts: dict[str, ErasureCount] = {}
         for name in order:
             step, t, where = plan[name], tables[name], wheres[name]
+            if step.method == "delete" and apply:
+                continue
             found = _count(conn, t, where)
             if step.method == "delete":
                 counts[name] = ErasureCount(found=found, deleted=found)
@@ -584,10 +587,9 @@ class SqlConnector(Connector):
             else:
                 counts[name] = ErasureCount(found=found, retained=found)
         waiting = self._check_kept_references(conn, plan, tables, wheres, apply)
-        result = ErasureResult(counts, self._notes(plan, counts) + waiting)
-        touched = result.touched
         if not apply:
-            return result
+            return ErasureResult(counts, self._notes(plan, counts) + waiting)
+        touched = sum(c.changed for c in counts.values())
         if bound is not None and touched > bound:
             raise TooMany(self.store.name, touched, bound)
         done = 0
@@ -595,7 +597,7 @@ class SqlConnector(Connector):
             step, t, where = plan[name], tables[name], wheres[name]
             if step.method == "delete":
                 rows = conn.execute(delete(t).where(where)).rowcount
-                counts[name] = ErasureCount(found=counts[name].found, deleted=rows)
+                counts[name] = ErasureCount(found=rows, deleted=rows)
             elif step.method == "null":
                 values = {col: step.replacements.get(col) for col in step.fields}
                 # Only records still holding a value: a second run changes (and counts) nothing.
@@ -604,9 +606,9 @@ class SqlConnector(Connector):
             else:
                 continue
             done += rows
-            if bound is not None and done > bound:  # rows another writer added since the count
+            if bound is not None and done > bound:  # the caller's transaction is rolled back: nothing changed
                 raise TooMany(self.store.name, done, bound)
-        return ErasureResult(counts, result.notes)
+        return ErasureResult({name: counts[name] for name in order}, self._notes(plan, counts) + waiting)
 
     def _check_kept_references(self, conn: Any, plan: Mapping[str, TableErasure], tables: Mapping[str, Table],
                                wheres: Mapping[str, ColumnElement[bool]], apply: bool) -> list[str]:
@@ -616,9 +618,15 @@ class SqlConnector(Connector):
         preview only notes those: the store that holds them erases before this one (its own preview
         counts them), so by the time this store erases they are gone."""
         notes: list[str] = []
+        # PostgreSQL enforces every declared key: an erasure (not a preview) leaves the refusal to it (the
+        # DELETE fails, the transaction is rolled back, ErasurePlanError), one query less per key. Only a
+        # CASCADE, which the database would carry out silently into kept records, is checked first.
+        enforced = apply and self.engine.dialect.name == "postgresql"
         for fk in self._foreign_key_list():
             if fk.parent not in plan or plan[fk.parent].method != "delete" or fk.on_delete == "SET NULL":
                 continue  # SET NULL: the database drops the kept record's link itself
+            if enforced and fk.on_delete != "CASCADE":
+                continue
             parent = tables[fk.parent]
             child: FromClause = tables[fk.child] if fk.child in tables else table_clause(
                 fk.child, *(column_clause(c) for c in fk.columns))
