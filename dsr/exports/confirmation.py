@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -134,7 +134,7 @@ def context(data: ConfirmationData) -> dict[str, Any]:
     """Everything the templates see, as plain values."""
     zone: tzinfo = ZoneInfo(data.timezone)
     answered = _local(data.answered_at, zone)
-    kept = [_plain(k) for k in data.kept]
+    kept = [{**_plain(k), **_days(k.erasable, answered.date())} for k in data.kept]
     return {
         "locale": data.locale,
         "request": {"reference": data.reference, "received_at": _local(data.received_at, zone),
@@ -287,6 +287,16 @@ def _unique(values: Iterable[str]) -> tuple[str, ...]:
 
 def _local(value: datetime, zone: tzinfo) -> datetime:
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(zone)
+
+
+def _days(erasable: tuple[tuple[date, int], ...], today: date) -> dict[str, Any]:
+    """The register's days as a letter says them: records whose day has come are erased by the next
+    daily run (``overdue``, ``overdue_by``); the later days one by one, or as a span when there are many."""
+    overdue = sum(n for day, n in erasable if day <= today)
+    later = [(day, n) for day, n in erasable if day > today]
+    span = (later[0][0], later[-1][0], sum(n for _d, n in later)) if len(later) > 3 else None
+    return {"overdue": overdue, "overdue_by": today + timedelta(days=1), "later": [] if span else later,
+            "span": span}
 
 
 def _plain(value: Any) -> dict[str, Any]:

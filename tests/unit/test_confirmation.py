@@ -13,7 +13,7 @@ import hashlib
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -379,3 +379,42 @@ def test_the_letter_needs_neither_flask_nor_the_database() -> None:
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('flask', 'sqlalchemy', 'rq', 'redis')))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("locale", ["de", "en"])
+def test_deletion_days_past_come_by_the_next_day_and_many_later_days_as_a_span(datamap: DataMap, tmp_path: Path,
+                                                                               locale: str) -> None:
+    """A letter never names a past day as one on which kept records are erased: records whose period
+    has ended go with the next daily run, by the day after the answer; many later days read as a span."""
+    result = outcome(datamap, contract_ended=True)
+    answered = REQUEST["answered_at"].date()
+    calls = result["stores"]["portal_db"]["tables"]["call_records"]
+    calls["erasable"] = [[(answered - timedelta(days=30)).isoformat(), 2], [answered.isoformat(), 1],
+                         *[[(answered + timedelta(days=d)).isoformat(), 1] for d in (10, 40, 70, 100)]]
+    invoices = result["stores"]["portal_db"]["tables"]["invoices"]
+    invoices["erasable"] = [["2034-01-01", 5]]
+    text = render(confirmation_data(datamap, REQUEST, result, locale, backup_days=None), tmp_path / "days.pdf").text
+    by, first, last = answered + timedelta(days=1), answered + timedelta(days=10), answered + timedelta(days=100)
+    if locale == "de":
+        assert squash(f"3 Datensätze, deren Frist schon abgelaufen ist: bis zum {_de(by)}") in text, text
+        assert squash(f"4 Datensätze, jeweils an ihrem Tag zwischen dem {_de(first)} und dem {_de(last)}") in text
+        assert squash("1. Januar 2034 (5 Datensätze)") in text
+    else:
+        assert squash(f"3 records whose period has already ended: by {_en(by)}") in text, text
+        assert squash(f"4 records each on its day between {_en(first)} and {_en(last)}") in text
+        assert squash("1 January 2034 (5 records)") in text
+    assert _en(answered - timedelta(days=30)) not in text and _de(answered - timedelta(days=30)) not in text
+
+
+MONTHS = {"de": ["Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August", "September", "Oktober",
+                 "November", "Dezember"],
+          "en": ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+                 "November", "December"]}
+
+
+def _de(d: date) -> str:
+    return f"{d.day}. {MONTHS['de'][d.month - 1]} {d.year}"
+
+
+def _en(d: date) -> str:
+    return f"{d.day} {MONTHS['en'][d.month - 1]} {d.year}"
