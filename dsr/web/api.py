@@ -6,12 +6,14 @@ import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any, NoReturn
+from zoneinfo import ZoneInfo
 
 from flask import Response, current_app, stream_with_context
 from flask.views import MethodView
 from flask_smorest import abort
+from marshmallow import RAISE
 
-from dsr.domain import audit, delivery, erasing, fulfilment, intake, planning, retention_register
+from dsr.domain import audit, delivery, erasing, fulfilment, intake, listing, planning, retention_register
 from dsr.domain.errors import DomainError, InvalidTransition, NotFound
 from dsr.domain.findings import findings
 from dsr.exports.protected_zip import PasswordUnreadable
@@ -30,8 +32,10 @@ from dsr.web.schemas import (
     CompleteTaskSchema,
     DeliveryStateSchema,
     LinkSchema,
+    ListRequestsSchema,
     PasswordSchema,
     ReleasePasswordSchema,
+    RequestPageSchema,
     RequestSchema,
     SubmitRequestSchema,
     SubmittedSchema,
@@ -83,6 +87,28 @@ def _signer() -> LinkSigner:
 
 @blp.route("/requests")
 class Requests(MethodView):
+    @blp.doc(security=BEARER)
+    @require_token
+    @blp.arguments(ListRequestsSchema, location="query", as_kwargs=True, unknown=RAISE)
+    @blp.response(200, RequestPageSchema)
+    @blp.alt_response(401, description=UNAUTHORIZED)
+    def get(self, **wanted: Any) -> dict[str, Any]:
+        """The requests, earliest legal deadline first, a page at a time (keyset pages: follow ``next``)."""
+        now = utcnow()
+        rt = runtime()
+        with rt.sessions() as session:
+            try:
+                found = listing.page(session, listing.RequestFilter(
+                    statuses=wanted["status"], types=wanted["type"], overdue=wanted["overdue"],
+                    due_within_days=wanted["due_within_days"], query=wanted["q"]),
+                    now=now, limit=wanted["limit"], after=wanted["after"])
+            except listing.BadCursor as exc:
+                abort(422, message=str(exc), errors={"query": {"after": [str(exc)]}})
+            today = now.astimezone(ZoneInfo(rt.settings.timezone)).date()
+            items = [{**_as_dict(r), "overdue": r.status not in listing.CLOSED and r.due_at <= now,
+                      "past_target": r.status not in listing.CLOSED and r.target_on < today} for r in found.items]
+            return {"items": items, "next": found.next}
+
     @blp.arguments(SUBMIT_REQUEST)
     @blp.doc(requestBody=SUBMISSION_BODY)  # the same rules, in the two shapes a client may send
     @blp.response(202, SubmittedSchema)

@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from dsr.domain import delivery
-from dsr.models import RequestType
+from dsr.models import RequestStatus, RequestType
 
 
 class _Strict(Schema):
@@ -179,6 +179,45 @@ class EventSchema(Schema):
     actor = fields.String()
     action = fields.String()
     data = fields.Dict()
+
+
+class ListRequestsSchema(_Strict):
+    status = fields.List(fields.String(validate=validate.OneOf([s.value for s in RequestStatus])), load_default=list,
+                         metadata={"description": "Only these statuses (repeat the parameter for several)."})
+    type = fields.List(fields.String(validate=validate.OneOf([t.value for t in RequestType])), load_default=list,
+                       metadata={"description": "Only these rights (repeat the parameter for several)."})
+    overdue = fields.Boolean(load_default=None, metadata={
+        "description": "true: only open requests past their legal deadline; false: all others."})
+    due_within_days = fields.Integer(load_default=None, validate=validate.Range(min=0, max=366), metadata={
+        "description": "Only open requests whose legal deadline is within this many days (overdue ones too)."})
+    q = fields.String(load_default=None, validate=validate.Length(min=1, max=320), metadata={
+        "description": "A reference (DSR-2026-000042) or the requester's e-mail address, matched exactly."})
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    after = fields.String(load_default=None, validate=validate.Length(max=200), metadata={
+        "description": "The 'next' cursor of the previous page."})
+
+
+class RequestSummarySchema(Schema):
+    id = fields.UUID()
+    reference = fields.String()
+    type = fields.String()
+    status = fields.String()
+    email = fields.String()
+    locale = fields.String()
+    channel = fields.String()
+    received_at = fields.AwareDateTime()
+    due_at = fields.AwareDateTime()
+    legal_end = fields.Date()
+    target_on = fields.Date()
+    completed_at = fields.AwareDateTime(allow_none=True)
+    overdue = fields.Boolean(metadata={"description": "Open and past its legal deadline."})
+    past_target = fields.Boolean(metadata={"description": "Open and past the internal target date (due soon)."})
+
+
+class RequestPageSchema(Schema):
+    items = fields.List(fields.Nested(RequestSummarySchema))
+    next = fields.String(allow_none=True, metadata={
+        "description": "Pass as 'after' for the next page; null on the last page."})
 
 
 class RequestSchema(Schema):

@@ -676,7 +676,7 @@ def test_completing_a_task_is_documented_as_the_multipart_form_it_takes(client, 
 
 
 @pytest.mark.parametrize(("method", "path", "allowed"), [
-    ("put", "/api/v1/requests", {"POST", "OPTIONS"}),
+    ("put", "/api/v1/requests", {"GET", "HEAD", "POST", "OPTIONS"}),
     ("delete", "/api/v1/requests/00000000-0000-4000-8000-000000000000", {"GET", "HEAD", "OPTIONS"}),
     ("get", "/api/v1/requests/00000000-0000-4000-8000-000000000000/verify", {"POST", "OPTIONS"}),
 ])
