@@ -68,6 +68,7 @@ class Request(Base):
 
     __table_args__ = (
         Index("ix_requests_status_due_at", "status", "due_at"),
+        Index("ix_requests_due_at_id", "due_at", "id"),  # the office's list: keyset pages by deadline
         Index("ix_requests_email", "email"),
     )
 
