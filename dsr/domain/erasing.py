@@ -111,6 +111,8 @@ def prepare(sessions: sessionmaker[Session], datamap: DataMap, connector_for: Ca
         request = session.get(Request, request_id, with_for_update=True)
         if request is None or request.status != RequestStatus.VERIFIED:
             return request
+        if _waits_for_copy(session, request):
+            return None  # an access request was verified meanwhile: its end plans this again (AT-08)
         request.preview = preview
         request.datamap_version = datamap.version
         request.status = RequestStatus.AWAITING_APPROVAL.value
@@ -199,6 +201,9 @@ def approve(session: Session, request: Request, datamap: DataMap, *, actor: str,
     if request.status != RequestStatus.AWAITING_APPROVAL or not request.preview:
         raise InvalidTransition(f"request {request.reference} is {request.status}; only a previewed erasure "
                                 "waiting for approval can be approved")
+    if _waits_for_copy(session, request):
+        raise InvalidTransition(f"an access or portability request of the same subject is being answered; "
+                                f"approve {request.reference} once it is (the subject gets the copy first)")
     preview: dict[str, Any] = request.preview
     over = list(preview.get("over_bound") or [])
     if over and not allow_over_bound:

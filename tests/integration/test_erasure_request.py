@@ -365,3 +365,21 @@ def test_staff_reached_only_through_erased_notes_do_not_fail_the_check(own_store
         changed += detail["preview"]["stores"]["portal_db"]["tables"]["employees"]["retained"]
     assert changed > 0
     store.dispose()
+
+
+def test_at08_an_access_request_verified_after_the_preview_holds_the_approval(own_stores, make_app):
+    """AT-08 also when the copy is asked for after the erasure was previewed: the approval waits for it."""
+    app = make_app()
+    client, auth = app.test_client(), _dpo(app)
+    request_id, detail = _erase(client, auth, app)
+    assert detail["status"] == "awaiting_approval"
+    access = submit(client, type="access")
+    client.post(f"/api/v1/requests/{access['id']}/verify", headers=auth)
+    held = client.post(f"/api/v1/requests/{request_id}/approve", headers=auth)
+    assert held.status_code == 409 and "copy first" in held.get_json()["message"]
+    work_off(app)  # the access request is answered
+    assert _detail(client, auth, access["id"])["status"] == "completed"
+    assert client.post(f"/api/v1/requests/{request_id}/approve", headers=auth).status_code == 202
+    work_off(app)
+    tell_by_hand(app, client, auth, request_id)
+    assert _detail(client, auth, request_id)["status"] == "completed"
