@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import cases as _cases  # registers the cases
-from bench import data, intake, report, scale  # noqa: F401  (register the load cases)
+from bench import data, intake, report, request_list, scale  # noqa: F401  (register the load cases)
 from bench.harness import (
     CASES,
     LOAD_CASES,
@@ -240,6 +240,8 @@ def _settings(args: argparse.Namespace, spec: LoadCase) -> list[tuple[str, dict[
     common = {"small_requests": args.small_requests, "duration": args.duration}
     if spec.settings == "workers":
         return [(f"{k} worker{'s' if k > 1 else ''}", {**common, "workers": k}) for k in args.workers]
+    if spec.settings == "once":
+        return [("once", common)]
     return [(f"{args.rate:g}/s offered", {**common, "rate": args.rate})]
 
 
