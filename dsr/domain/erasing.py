@@ -51,7 +51,7 @@ from dsr.models import (
 )
 from dsr.outbox import schedule
 from dsr.stores import Connector, NotSupported, Pending, Refused, StoreUnavailable, Subject
-from dsr.stores.base import ErasureResult, TableErasure, TooMany, connector_class
+from dsr.stores.base import ErasureResult, TooMany
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def prepare(sessions: sessionmaker[Session], datamap: DataMap, connector_for: Ca
         own = resolve(subject, name)
         identities[name] = dict(own.identities)
         stores[name] = _preview_store(store_plan, connector_for(name), own, datamap)
-    order = _order(datamap)
+    order = erasure.waits_for(datamap)
     for name, after in order.items():
         stores[name]["after"] = after
     over = sorted(n for n, s in stores.items() if bound and s["touched"] > bound)
@@ -126,9 +126,7 @@ def prepare(sessions: sessionmaker[Session], datamap: DataMap, connector_for: Ca
 
 
 def _waits_for_copy(session: Session, request: Request) -> bool:
-    return bool(session.scalar(select(exists().where(
-        Request.email == request.email, Request.id != request.id, Request.type.in_(COPIES),
-        Request.status.in_(UNDER_WAY)))))
+    return bool(session.scalar(select(Request.id).where(Request.id == request.id, copy_under_way())))
 
 
 def _contract_ended(datamap: DataMap, connector_for: Callable[[str], Connector],
@@ -170,21 +168,6 @@ def _preview_store(store_plan: erasure.StorePlan, connector: Connector, subject:
         }
     touched = sum(t["deleted"] + t["changed"] for t in tables.values())
     return {"by": by, "tables": tables, "touched": touched, "notes": notes}
-
-
-def _order(datamap: DataMap) -> dict[str, list[str]]:
-    """Store -> the stores whose erasure must end before it starts: those that read it (a files store
-    reads the database that indexes its files, which must still list them)."""
-    after: dict[str, list[str]] = {name: [] for name in datamap.stores}
-    for name, store in datamap.stores.items():
-        try:
-            reads = connector_class(store.connector).reads_from(store)
-        except NotSupported:
-            continue
-        for other in reads:
-            if other in after and other != name:
-                after[other].append(name)
-    return after
 
 
 def _totals(tables: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
@@ -250,8 +233,7 @@ def erase(sessions: sessionmaker[Session], connector_for: Callable[[str], Connec
         return None
     identities = (claimed.preview.get("subject") or {}).get(claimed.store) or dict(claimed.subject.identities)
     subject = replace(claimed.subject, identities=identities)
-    plan = {t: TableErasure(s["method"], tuple(s.get("fields") or ()), dict(s.get("replacements") or {}))
-            for t, s in (claimed.checkpoint.get("plan") or {}).items()}
+    plan = erasure.decoded(claimed.checkpoint.get("plan") or {})
     by, bound = claimed.checkpoint.get("by"), claimed.checkpoint.get("bound")
     attempt, store = claimed.attempt, claimed.store
     with Lease(sessions, task_id, attempt, lease):
@@ -312,8 +294,7 @@ def conclude(session: Session, request: Request, tasks: list[Task], datamap: Dat
     for task in tasks:
         if (task.checkpoint or {}).get("by") != erasure.BY_CONNECTOR:
             continue
-        plan = {t: TableErasure(s["method"], tuple(s["fields"]), dict(s["replacements"]))
-                for t, s in (task.checkpoint or {})["plan"].items()}
+        plan = erasure.decoded((task.checkpoint or {})["plan"])
         identities = (preview.get("subject") or {}).get(task.store) or {"email": request.email.strip().lower()}
         check = connector_for(task.store).preview(Subject(identities, case_id=str(request.id)), plan)
         erased = task.counts.get("erasure") or {}

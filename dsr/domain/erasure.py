@@ -7,7 +7,8 @@ policy (``on_request`` erased; ``after_contract`` erased only once the subject's
 subject's data to erase). Each step carries the reason a subject reads, the provision that keeps
 data and the rule whose end frees it, so the preview and the confirmation letter say why.
 
-Pure: no database, no connector. ``dsr.stores.base.TableErasure`` is what a connector receives.
+Pure: no database, no connector instance (connector classes say which stores their erasure reads).
+``dsr.stores.base.TableErasure`` is what a connector receives.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from dsr.datamap.model import DataMap, Erasure, Localized, Store, Table
-from dsr.stores.base import TableErasure
+from dsr.stores.base import NotSupported, TableErasure, connector_class
 
 # How a store carries out its part: by the connector's erase (set-based), by asking the processor, or
 # by a person with evidence.
@@ -26,9 +28,10 @@ BY_CONNECTOR, BY_PROCESSOR, BY_HAND = "connector", "processor", "manual"
 # Why data is kept, when the map gives no reason of its own (the category's policy says it).
 _KEPT: Mapping[str, Localized] = {
     "after_contract": {"de": "wird für die Erfüllung Ihres laufenden Vertrags benötigt (Art. 17 Abs. 1 lit. a, "
-                             "Art. 6 Abs. 1 lit. b DSGVO); gelöscht, sobald der Vertrag endet",
+                             "Art. 6 Abs. 1 lit. b DSGVO); nach Vertragsende gelöscht, wenn die angegebene "
+                             "Frist abläuft",
                        "en": "needed to perform your contract while it runs (Art. 17(1)(a), Art. 6(1)(b) GDPR); "
-                             "erased once the contract has ended"},
+                             "erased after the contract has ended, when the period stated runs out"},
     "retained_until_expiry": {"de": "gesetzliche Aufbewahrungspflicht (Art. 17 Abs. 3 lit. b DSGVO); bis zu "
                                     "ihrem Ende eingeschränkt und danach gelöscht",
                               "en": "kept under a statutory retention duty (Art. 17(3)(b) GDPR); restricted until "
@@ -111,3 +114,33 @@ def _step(datamap: DataMap, store: Store, table: Table, contract_ended: bool, by
 
 def _reason(own: Erasure | None, policy: str) -> Localized | None:
     return own.reason if own is not None and own.reason else _KEPT.get(policy)
+
+
+def waits_for(datamap: DataMap) -> dict[str, list[str]]:
+    """Store -> the stores whose erasure must end before it starts: those that read it (a files store
+    reads the database that indexes its files, which must still list them)."""
+    after: dict[str, list[str]] = {name: [] for name in datamap.stores}
+    for name, store in datamap.stores.items():
+        try:
+            reads = connector_class(store.connector).reads_from(store)
+        except NotSupported:
+            continue  # a connector that cannot load reads nothing (and its store fails on its own)
+        for other in reads:
+            if other in after and other != name:
+                after[other].append(name)
+    return after
+
+
+def sequence(datamap: DataMap) -> list[str]:
+    """The stores in an order that erases each after the stores that read it (``waits_for``)."""
+    after, order = waits_for(datamap), list[str]()
+    while len(order) < len(after):
+        ready = [n for n in after if n not in order and set(after[n]) <= set(order)]
+        order.extend(ready or [n for n in after if n not in order])  # a cycle cannot be; never loop forever
+    return order
+
+
+def decoded(plan: Mapping[str, Mapping[str, Any]]) -> dict[str, TableErasure]:
+    """A store's plan as kept in JSON (a task's checkpoint, a suppression entry): table -> what to do."""
+    return {table: TableErasure(step["method"], tuple(step.get("fields") or ()), dict(step.get("replacements") or {}))
+            for table, step in plan.items()}

@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -31,8 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dsr.datamap import DataMap
 from dsr.domain import audit, erasure
 from dsr.models import Request, Suppression, Task, TaskAction, TaskStatus, utcnow
-from dsr.stores import Connector, NotSupported, StoreUnavailable, Subject
-from dsr.stores.base import TableErasure, connector_class
+from dsr.stores import Connector, StoreUnavailable, Subject
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +91,7 @@ def replay(sessions: sessionmaker[Session], datamap: DataMap, connector_for: Cal
     if not entries:
         return report
     found = _find(datamap, connector_for, key, entries, report)
-    order = _store_order(datamap)
+    order = {name: i for i, name in enumerate(erasure.sequence(datamap))}
     for entry in entries:
         identities = found.get(entry.id)
         if not identities:
@@ -101,9 +100,8 @@ def replay(sessions: sessionmaker[Session], datamap: DataMap, connector_for: Cal
         subject = Subject(identities, case_id=str(entry.request_id) if entry.request_id else None)
         counts: dict[str, int] = {}
         for store in sorted(entry.stores, key=lambda s: order.get(s, len(order))):
-            plan = {t: TableErasure(s["method"], tuple(s.get("fields") or ()), dict(s.get("replacements") or {}))
-                    for t, s in entry.stores[store].items() if t in datamap.stores[store].tables} \
-                if store in datamap.stores else {}
+            plan = {t: step for t, step in erasure.decoded(entry.stores[store]).items()
+                    if store in datamap.stores and t in datamap.stores[store].tables}
             if not plan:
                 continue
             try:
@@ -149,24 +147,6 @@ def _find(datamap: DataMap, connector_for: Callable[[str], Connector], key: byte
             except StoreUnavailable as exc:
                 report.failed[name] = str(exc)[:500]
     return found
-
-
-def _store_order(datamap: DataMap) -> Mapping[str, int]:
-    """Stores whose erasure reads another store (a files store's index) come before it, as the first time."""
-    readers: dict[str, set[str]] = {name: set() for name in datamap.stores}  # store -> stores that read it
-    for name, store in datamap.stores.items():
-        try:
-            reads = connector_class(store.connector).reads_from(store)
-        except NotSupported:
-            reads = set()  # a connector that cannot load reads nothing (and its store fails on its own)
-        for other in reads:
-            if other in readers and other != name:
-                readers[other].add(name)
-    order: list[str] = []
-    while len(order) < len(readers):
-        ready = [n for n in readers if n not in order and readers[n] <= set(order)]
-        order.extend(ready or [n for n in readers if n not in order])  # a cycle cannot be; never loop forever
-    return {name: i for i, name in enumerate(order)}
 
 
 def _existing(session: Session, entry: Suppression) -> Any:

@@ -197,7 +197,9 @@ class ListRequestsSchema(_Strict):
         "description": "The 'next' cursor of the previous page."})
 
 
-class RequestSummarySchema(Schema):
+class _RequestFacts(Schema):
+    """What every view of a request shows: who asked for what, when, and by when it is due."""
+
     id = fields.UUID()
     reference = fields.String()
     type = fields.String()
@@ -207,9 +209,12 @@ class RequestSummarySchema(Schema):
     channel = fields.String()
     received_at = fields.AwareDateTime()
     due_at = fields.AwareDateTime()
-    legal_end = fields.Date()
-    target_on = fields.Date()
+    legal_end = fields.Date(metadata={"description": "Last day of the legal period (Art. 12(3), holidays rolled)."})
+    target_on = fields.Date(metadata={"description": "Internal target date, a buffer before the legal end."})
     completed_at = fields.AwareDateTime(allow_none=True)
+
+
+class RequestSummarySchema(_RequestFacts):
     overdue = fields.Boolean(metadata={"description": "Open and past its legal deadline."})
     past_target = fields.Boolean(metadata={"description": "Open and past the internal target date (due soon)."})
 
@@ -220,22 +225,10 @@ class RequestPageSchema(Schema):
         "description": "Pass as 'after' for the next page; null on the last page."})
 
 
-class RequestSchema(Schema):
-    id = fields.UUID()
-    reference = fields.String()
-    type = fields.String()
-    status = fields.String()
-    email = fields.String()
-    locale = fields.String()
-    channel = fields.String()
+class RequestSchema(_RequestFacts):
     details = fields.Dict()
-    received_at = fields.AwareDateTime()
-    due_at = fields.AwareDateTime()
-    legal_end = fields.Date(metadata={"description": "Last day of the legal period (Art. 12(3), holidays rolled)."})
-    target_on = fields.Date(metadata={"description": "Internal target date, a buffer before the legal end."})
     verified_at = fields.AwareDateTime(allow_none=True)
     verification_method = fields.String(allow_none=True)
-    completed_at = fields.AwareDateTime(allow_none=True)
     datamap_version = fields.String(allow_none=True)
     delivery = fields.Nested(DeliveryStateSchema)
     tasks = fields.List(fields.Nested(TaskSchema))
