@@ -297,7 +297,11 @@ def test_a_webhook_recipient_confirms_the_erasure_by_signed_callback(tmp_path, s
         if message["request_status"] == "completed":
             target = inbox_path(tmp_path, "vonage", message["subject_request_id"])
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(raw)
+            # Written whole, then renamed, as dsr's endpoint does (web.callbacks._keep): the poll below
+            # must never find the file half written.
+            partial = target.with_suffix(".partial")
+            partial.write_bytes(raw)
+            partial.replace(target)
         received.append(1)
         start_response("204 No Content", [])
         return []
